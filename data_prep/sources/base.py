@@ -1,0 +1,119 @@
+"""What every source reader yields: object tracks (frames, per-object masks, caption, ids) and skip reports.
+
+A `Source` lists its videos and, per video, the object `Track`s in it. A track knows how many frames it has and
+which of them are usable (annotated, not flagged occluded/out of view), loads its masks in one go (they decide
+which clips qualify) and loads frames lazily (only the frames of the chosen clips are decoded).
+
+Errors:
+  `SourceError`  the dataset root itself is wrong (missing folder/file): raised at construction, before any output.
+  `VideoError`   one video is malformed (frame/mask counts differ, no objects, ...): the builder reports and skips it.
+  `FrameError`   one frame cannot be read (corrupt JPEG, truncated PNG): reported; clips touching it are skipped.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import io
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+  """The dataset root does not look like the layout the reader expects."""
+
+
+class VideoError(RuntimeError):
+  """One video cannot be used; the builder reports it and goes on."""
+
+
+class FrameError(RuntimeError):
+  """One frame cannot be decoded."""
+
+  def __init__(self, path: str, reason: str, index: int | None = None):
+    super().__init__(f'unreadable frame {path}: {reason}')
+    self.path, self.reason, self.index = path, reason, index
+
+
+@dataclasses.dataclass
+class Track:
+  """One object in one source video.
+
+  `load_masks()` -> (masks (N,H,W) bool, others (N,H,W) bool or None): the object's mask per frame and the union
+  of the other annotated objects (used to reject frames where the object touches another one).
+  `load_frames(idx)` -> (len(idx),H,W,3) uint8; raises FrameError naming the bad frame.
+  `usable` (N,) bool: frames the source itself allows (annotated, not flagged occluded / out of view).
+  """
+  source: str
+  video_id: str
+  object_id: int
+  class_name: str
+  caption: str
+  num_frames: int
+  load_masks: Callable[[], tuple[np.ndarray, np.ndarray | None]] = dataclasses.field(repr=False)
+  load_frames: Callable[[Sequence[int]], np.ndarray] = dataclasses.field(repr=False)
+  usable: np.ndarray | None = dataclasses.field(default=None, repr=False)
+  source_num_frames: int | None = None  # length of the source video (Table 1's "mean #frames")
+
+  @property
+  def key(self) -> str:
+    return f'{self.video_id}/{self.object_id}'
+
+
+class Source(abc.ABC):
+  """A reader over one dataset layout."""
+
+  name: str = 'source'
+
+  @abc.abstractmethod
+  def videos(self) -> list[str]:
+    """Sorted ids of all videos in the source."""
+
+  @abc.abstractmethod
+  def tracks(self, video_id: str) -> list[Track]:
+    """The object tracks of one video. May raise VideoError."""
+
+  def describe(self) -> dict:
+    return {'source': self.name}
+
+
+# --------------------------------------------------------------------------------------------- image helpers
+
+def read_rgb(path: str, index: int | None = None) -> np.ndarray:
+  """Decodes an image file fully (so truncated files fail here, not later) to (H,W,3) uint8."""
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+    with Image.open(io.BytesIO(data)) as im:
+      im.load()
+      return np.asarray(im.convert('RGB'))
+  except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for corrupt/truncated files
+    raise FrameError(path, f'{type(e).__name__}: {e}', index) from e
+
+
+def read_label(path: str, index: int | None = None) -> np.ndarray:
+  """Reads an annotation PNG as (H,W) integer labels: palette index for 'P' images, else the first channel."""
+  try:
+    with Image.open(path) as im:
+      im.load()
+      if im.mode == 'P':
+        return np.asarray(im).astype(np.uint8)
+      if im.mode in ('L', '1', 'I', 'I;16'):
+        return np.asarray(im).astype(np.int32)
+      return np.asarray(im.convert('L')).astype(np.int32)
+  except (OSError, ValueError, SyntaxError) as e:
+    raise FrameError(path, f'{type(e).__name__}: {e}', index) from e
+
+
+def read_binary_mask(path: str, index: int | None = None) -> np.ndarray:
+  """A mask file -> (H,W) bool (any nonzero pixel is foreground)."""
+  return read_label(path, index) > 0
+
+
+def stack_frames(paths: Sequence[str], indices: Sequence[int]) -> np.ndarray:
+  return np.stack([read_rgb(paths[i], i) for i in indices])
