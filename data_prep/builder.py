@@ -132,7 +132,7 @@ def stage_video(source: Source, video_id: str, split: str, pool: list[str], cfg:
   examples, metas = [], []
   rng = np.random.default_rng(_video_seed(cfg.seed, video_id))
   if getattr(source, 'paired', False):  # ready-made pairs (pix2gestalt): no synthesis
-    items = source.pair_clips(video_id)
+    items = source.pair_clips(video_id, cfg.synth.size)
   else:
     others = [v for v in pool if v != video_id]
 

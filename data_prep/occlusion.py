@@ -392,6 +392,7 @@ def synthesize_track(track, pick_occluder, cfg: SynthConfig, rng: np.random.Gene
       continue
     try:
       frames = track.load_frames(idx)
+      tmasks = track.window_masks(idx, masks)
     except FrameError as e:
       report(track.key, str(e))
       bad.update([int(e.index)] if e.index is not None else idx.tolist())
@@ -409,11 +410,11 @@ def synthesize_track(track, pick_occluder, cfg: SynthConfig, rng: np.random.Gene
         os_ = int(rng.choice(ost))
         oidx = np.arange(os_, os_ + span + 1, cfg.frame_step)
         of = occ.load_frames(oidx)
-      except FrameError as e:
+        ofm = occ.window_masks(oidx, om)
+      except FrameError as e:  # a bad occluder frame: report it, try another occluder
         report(occ.key, str(e))
         continue
-      clip = synthesize_clip(frames, masks[idx], of, om[oidx], cfg, rng, frame_indices=idx,
-                             occluder_frame_indices=oidx)
+      clip = synthesize_clip(frames, tmasks, of, ofm, cfg, rng, frame_indices=idx, occluder_frame_indices=oidx)
       if clip is not None:
         clip.placement['occluder'] = occ
       break  # None means the target does not fit the crop: another occluder will not help

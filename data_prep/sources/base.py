@@ -59,6 +59,11 @@ class Track:
   load_frames: Callable[[Sequence[int]], np.ndarray] = dataclasses.field(repr=False)
   usable: np.ndarray | None = dataclasses.field(default=None, repr=False)
   source_num_frames: int | None = None  # length of the source video (Table 1's "mean #frames")
+  # Optional: full-resolution masks of some frames, when load_masks() returns reduced ones (long videos).
+  load_window_masks: Callable[[Sequence[int]], np.ndarray] | None = dataclasses.field(default=None, repr=False)
+
+  def window_masks(self, idx: Sequence[int], masks: np.ndarray) -> np.ndarray:
+    return self.load_window_masks(idx) if self.load_window_masks is not None else masks[np.asarray(idx)]
 
   @property
   def key(self) -> str:
