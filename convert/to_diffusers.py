@@ -1,0 +1,125 @@
+"""Our checkpoint -> diffusers / transformers folders that `from_pretrained` loads as is.
+
+    python -m convert.to_diffusers CKPT OUT
+
+CKPT is one of our pipeline checkpoints (component folders next to copied `tokenizer/ scheduler/`) or a single
+component folder. Each component becomes `config.json` + `diffusion_pytorch_model.safetensors` (diffusers: UNet,
+VAE) or `model.safetensors` (transformers: CLIP); other folders are copied as is, and a pipeline gets a
+`model_index.json` listing what is there. Nothing is written on error; OUT is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from convert.rules import ConversionError
+
+# our _class -> (converter module, library, weights file name)
+CLASSES = {
+    'UNet2DConditionModel': ('convert.unet', 'diffusers', 'diffusion_pytorch_model.safetensors'),
+    'AutoencoderKL': ('convert.vae', 'diffusers', 'diffusion_pytorch_model.safetensors'),
+    'CLIPTextModel': ('convert.clip', 'transformers', 'model.safetensors'),
+    'CLIPVisionModelWithProjection': ('convert.clip', 'transformers', 'model.safetensors'),
+}
+TORCH_DTYPE = 'float32'
+
+
+def _version(lib: str) -> str:
+  try:
+    return importlib.import_module(lib).__version__
+  except ImportError:
+    return '0.0.0'
+
+
+def _is_component(folder: Path) -> bool:
+  path = folder / 'config.json'
+  return path.is_file() and '_class' in json.loads(path.read_text())
+
+
+def export_component(src: Path, dst: Path) -> tuple[str, str]:
+  """Writes one of our component folders as a diffusers/transformers folder; returns (library, class)."""
+  import safetensors.numpy  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.models import checkpoint  # pylint: disable=import-outside-toplevel
+  cls = checkpoint.read_config(src)['_class']
+  if cls not in CLASSES:
+    raise ConversionError(f'{src}: no diffusers/transformers export for class {cls!r} (known: {sorted(CLASSES)})')
+  conv_name, lib, weights = CLASSES[cls]
+  module, _ = checkpoint.load_component(src)
+  state, config = importlib.import_module(conv_name).to_torch(module)
+  dst.mkdir(parents=True, exist_ok=True)
+  state = {k: np.ascontiguousarray(v) for k, v in state.items()}
+  safetensors.numpy.save_file(state, str(dst / weights), metadata={'format': 'pt'})
+  if lib == 'diffusers':
+    config = {'_class_name': cls, '_diffusers_version': _version('diffusers'), **config}
+  else:
+    config = {**config, 'dtype': TORCH_DTYPE, 'transformers_version': _version('transformers')}
+  (dst / 'config.json').write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
+  return lib, cls
+
+
+def _model_index(out: Path, entries: dict[str, list]) -> None:
+  index = {'_class_name': 'StableDiffusionPipeline', '_diffusers_version': _version('diffusers'), **entries}
+  if (out / 'tokenizer').is_dir():
+    index['tokenizer'] = ['transformers', 'CLIPTokenizer']
+  sched = out / 'scheduler' / 'scheduler_config.json'
+  if sched.is_file():
+    index['scheduler'] = ['diffusers', json.loads(sched.read_text()).get('_class_name', 'DDIMScheduler')]
+  index.update(safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False)
+  (out / 'model_index.json').write_text(json.dumps(index, indent=2, sort_keys=True) + '\n')
+
+
+def export_folder(ckpt: str | Path, out: str | Path, *, log=print) -> None:
+  from tgvac_jax.models import checkpoint  # pylint: disable=import-outside-toplevel
+  ckpt, out = Path(ckpt), Path(out)
+  if not ckpt.is_dir():
+    raise checkpoint.CheckpointError(f'{ckpt}: not a folder')
+  if _is_component(ckpt):
+    checkpoint.atomic_folder(out, lambda tmp: export_component(ckpt, tmp))
+    log(f'wrote {out}')
+    return
+  subdirs = [p for p in sorted(ckpt.iterdir()) if p.is_dir() and not p.name.startswith('.')]
+  components = [p for p in subdirs if _is_component(p)]
+  if not components:
+    raise checkpoint.CheckpointError(f'{ckpt}: no component folders (config.json with "_class"): not one of our '
+                                     f'checkpoints')
+  for p in subdirs:  # fail before writing anything
+    if p in components and not (p / checkpoint.WEIGHTS_NAME).is_file():
+      raise checkpoint.CheckpointError(f'{p}: component has no {checkpoint.WEIGHTS_NAME}')
+
+  def write(tmp: Path) -> None:
+    entries = {}
+    for p in subdirs:
+      if p in components:
+        lib, cls = export_component(p, tmp / p.name)
+        entries[p.name] = [lib, cls]
+        log(f'exported {p.name} ({cls})')
+      else:
+        shutil.copytree(p, tmp / p.name)
+    _model_index(tmp, entries)
+
+  checkpoint.atomic_folder(out, write)
+  log(f'wrote {out}')
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog='python -m convert.to_diffusers', description=__doc__.split('\n\n')[0])
+  p.add_argument('ckpt', help='our checkpoint (pipeline or component folder)')
+  p.add_argument('out', help='diffusers/transformers folder to write (atomically)')
+  args = p.parse_args(argv)
+  try:
+    export_folder(args.ckpt, args.out)
+  except (ConversionError, ValueError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
