@@ -61,6 +61,16 @@ class MotionConfig:
   remat: bool = False
   attention_impl: str | None = None
 
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d) -> MotionConfig:
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f'MotionConfig.from_dict: unknown keys {unknown}')
+    return cls(**d)
+
 
 @functools.lru_cache(maxsize=64)
 def sinusoidal_table(length: int, dim: int) -> np.ndarray:
