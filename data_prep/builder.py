@@ -78,11 +78,14 @@ class Report:
 
 
 def split_videos(videos: list[str], seed: int, val_fraction: float) -> dict[str, str]:
-  """Video id -> 'train' | 'validation', a seeded permutation of the sorted ids (at least one of each if n >= 2)."""
+  """Video id -> 'train' | 'validation', a seeded permutation of the sorted ids.
+
+  Each side gets at least 2 videos when there are 4 or more (occluders come from another video of the same side)."""
   vids = sorted(videos)
   n_val = int(round(val_fraction * len(vids)))
-  if len(vids) >= 2:
-    n_val = min(max(n_val, 1), len(vids) - 1)
+  if val_fraction > 0 and len(vids) >= 2:
+    least = 2 if len(vids) >= 4 else 1
+    n_val = min(max(n_val, least), len(vids) - least)
   perm = np.random.default_rng([seed, 0x5917]).permutation(len(vids))
   val = {vids[i] for i in perm[:n_val]}
   return {v: ('validation' if v in val else 'train') for v in vids}
@@ -128,7 +131,12 @@ def stage_video(source: Source, video_id: str, split: str, pool: list[str], cfg:
                 captioner: Callable, tracks_of: Callable[[str], list]) -> dict:
   """Synthesizes and encodes all clips of one video. -> chunk dict (examples, meta, skips)."""
   skips: list[dict] = []
-  report = lambda where, why: skips.append({'where': str(where), 'why': str(why)})
+  seen = set()
+
+  def report(where, why):  # each distinct problem once per video (occluder videos come up repeatedly)
+    if (str(where), str(why)) not in seen:
+      seen.add((str(where), str(why)))
+      skips.append({'where': str(where), 'why': str(why)})
   examples, metas = [], []
   rng = np.random.default_rng(_video_seed(cfg.seed, video_id))
   if getattr(source, 'paired', False):  # ready-made pairs (pix2gestalt): no synthesis
@@ -173,7 +181,7 @@ def stage_video(source: Source, video_id: str, split: str, pool: list[str], cfg:
 
 def stage(source: Source, cfg: BuildConfig, work_dir: str, captioner: Callable = source_caption,
           progress: bool = True, overwrite: bool = False) -> list[str]:
-  """Phase 1 (resumable). -> sorted chunk paths."""
+  """Phase 1 (resumable). -> [videos.json] + chunk paths in video order."""
   chunk_dir = os.path.join(work_dir, 'chunks')
   fp = fingerprint(source, cfg)
   man = os.path.join(work_dir, 'manifest.json')
@@ -196,21 +204,20 @@ def stage(source: Source, cfg: BuildConfig, work_dir: str, captioner: Callable =
   if len(videos) < 2:
     raise RuntimeError(f'{source.name}: need at least 2 videos (an occluder comes from another video), '
                        f'found {len(videos)}')
+  tracks_of = functools.lru_cache(maxsize=64)(source.tracks)
+  videos, pre_skips = _usable_videos(source, videos, tracks_of, work_dir, progress)
+  if len(videos) < 2:
+    raise RuntimeError(f'{source.name}: fewer than 2 usable videos:\n' +
+                       '\n'.join(f"  {e['where']}: {e['why']}" for e in pre_skips[:10]))
   splits = split_videos(videos, cfg.seed, cfg.val_fraction)
   pools = {s: [v for v in videos if splits[v] == s] for s in ('train', 'validation')}
-  tracks_of = functools.lru_cache(maxsize=64)(source.tracks)
+  cached_tracks = tracks_of
 
-  def cached_tracks(v):
-    try:
-      return tracks_of(v)
-    except VideoError:
-      raise
-
-  paths = []
+  paths = [os.path.join(work_dir, 'videos.json')]
   bar = _tqdm(videos, progress, desc=f'synthesizing {source.name}', unit='video')
   n_clips = 0
-  for i, v in enumerate(bar):
-    path = os.path.join(chunk_dir, f'{i:06d}.pkl')
+  for v in bar:
+    path = os.path.join(chunk_dir, f'{_safe(v)}.pkl')
     paths.append(path)
     if os.path.exists(path):
       continue
@@ -224,6 +231,36 @@ def stage(source: Source, cfg: BuildConfig, work_dir: str, captioner: Callable =
     if hasattr(bar, 'set_postfix'):
       bar.set_postfix(clips=n_clips)
   return paths
+
+
+def _safe(video_id: str) -> str:
+  """A file name for a video id (ids may hold '/'), unique by a short hash."""
+  keep = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in video_id)[:80]
+  return f'{keep}-{zlib.crc32(video_id.encode()):08x}'
+
+
+def _usable_videos(source: Source, videos: list[str], tracks_of, work_dir: str, progress: bool):
+  """Videos whose tracks can be listed (cheap: annotations only), so the 80/20 split counts usable videos.
+  Cached in work_dir/videos.json for resumption. -> (usable ids, skip entries)."""
+  path = os.path.join(work_dir, 'videos.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      d = json.load(f)
+    return d['usable'], d['skips']
+  usable, skips = [], []
+  if getattr(source, 'paired', False):
+    usable = list(videos)
+  else:
+    for v in _tqdm(videos, progress, desc=f'checking {source.name}', unit='video'):
+      try:
+        if tracks_of(v):
+          usable.append(v)
+        else:
+          skips.append({'where': v, 'why': 'no object tracks'})
+      except (VideoError, FrameError, OSError, ValueError) as e:
+        skips.append({'where': v, 'why': f'{type(e).__name__}: {e}'})
+  _atomic_json({'usable': usable, 'skips': skips}, path)
+  return usable, skips
 
 
 def _tqdm(it, enabled, **kw):
@@ -299,13 +336,20 @@ def build(source: Source, cfg: BuildConfig, out_dir: str, captioner: Callable = 
   paths = stage(source, cfg, work_dir, captioner, progress, overwrite)
   report = Report()
   metas = []
-  for p in paths:
+  seen = set()
+  with open(paths[0]) as f:
+    pre = json.load(f)['skips']
+  for p in paths[1:]:
     chunk = _load_chunk(p)
-    report.entries.extend(chunk['skips'])
+    for e in chunk['skips']:
+      if (e['where'], e['why']) not in seen:
+        seen.add((e['where'], e['why']))
+        report.entries.append(e)
     metas.extend(chunk['meta'])
+  report.entries = pre + report.entries
   if not any(m['split'] == 'train' for m in metas) or not any(m['split'] == 'validation' for m in metas):
-    raise RuntimeError(f'{source.name}: too few clips to fill both splits ({len(metas)} clips).\n'
-                       + report.summary())
+    raise RuntimeError(f'{source.name}: too few clips to fill both splits ({len(metas)} clips; the split is by '
+                       'video, and videos that yield no clip leave their side empty).\n' + report.summary())
 
   for stale in glob.glob(os.path.join(cfg_dir, 'incomplete.*')) + glob.glob(os.path.join(cfg_dir, '*.incomplete*')):
     shutil.rmtree(stale, ignore_errors=True)
