@@ -1,7 +1,8 @@
 """Spatial augmentation applied identically to every frame and mask of a clip: random crop, resize, flip.
 
-Masks are resized by area vote (bilinear on 0/255, >= 128) and the visible mask is recomputed afterwards as
-amodal & ~occluder, so the synthesis invariant survives augmentation exactly.
+Masks are resized by area vote (bilinear on 0/255, >= 128); afterwards the visible mask is recomputed as
+amodal & ~occluder and the target is set to white outside the amodal mask, so the synthesis invariants survive
+augmentation exactly.
 """
 
 from __future__ import annotations
@@ -62,4 +63,6 @@ def augment_clip(x: dict, out_hw: tuple[int, int], rng: np.random.Generator, sca
     for k in ('occluded', 'amodal', 'amodal_mask', 'occluder_mask'):
       out[k] = out[k][:, :, ::-1]
   out['visible_mask'] = out['amodal_mask'] & ~out['occluder_mask']
+  # resampling blends the object's edge into the white; keep the target exactly "object on white"
+  out['amodal'] = np.where(out['amodal_mask'][..., None], out['amodal'], np.uint8(255))
   return out
