@@ -19,6 +19,7 @@ is reported in one message and nothing is written.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Mapping
@@ -97,7 +98,6 @@ def read_state_dict(folder: Path) -> dict[str, np.ndarray]:
 
 def convert_component(folder: Path, *, in_channels: int | None = None, **kw):
   """(class name, our module, config) of one diffusers/transformers component folder."""
-  import importlib  # pylint: disable=import-outside-toplevel
   cls = component_class(folder)
   if not is_supported(cls):
     raise SourceError(f'{folder}: unsupported or missing model class {cls!r} in config.json; supported: '
@@ -110,6 +110,17 @@ def convert_component(folder: Path, *, in_channels: int | None = None, **kw):
   else:
     module, config = conv.from_torch(sd, config_dict, **kw)
   return cls, module, config
+
+
+def quiet_libraries() -> None:
+  """diffusers/transformers info messages and progress bars off (the CLIs print their own lines)."""
+  for lib in ('transformers', 'diffusers'):
+    try:
+      logging = importlib.import_module(f'{lib}.utils.logging')
+    except ImportError:
+      continue
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
 
 
 # --- verification ------------------------------------------------------------------------------------------------
@@ -248,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument('--verify', action='store_true', help='compare PyTorch and ours on random inputs')
   p.add_argument('--verify-tol', type=float, default=1e-4, help='largest accepted relative error (fp32)')
   args = p.parse_args(argv)
+  if args.verify:
+    quiet_libraries()
   try:
     convert_folder(args.src, args.out, in_channels=args.in_channels, verify=args.verify, verify_tol=args.verify_tol)
   except (SourceError, ConversionError, ValueError, FileNotFoundError) as e:

@@ -68,16 +68,17 @@ def _class_name(module: nnx.Module) -> str:
 
 
 def _config_dict(module: nnx.Module, config=None) -> dict[str, Any]:
+  name = _class_name(module)
   config = config if config is not None else module.config
-  d = config.to_dict(ours=True)
-  return {'_class': _class_name(module), **d}
+  return {'_class': name, **config.to_dict(ours=True)}
 
 
 def _write_component(module: nnx.Module, folder: Path, config=None) -> None:
+  config_json = json.dumps(_config_dict(module, config), indent=2, sort_keys=True) + '\n'
   folder.mkdir(parents=True, exist_ok=True)
-  tensors = {path: np.asarray(jax.device_get(var.value)) for path, var in flat_params(module).items()}
+  tensors = {path: np.asarray(jax.device_get(var.get_value())) for path, var in flat_params(module).items()}
   safetensors.numpy.save_file(tensors, str(folder / WEIGHTS_NAME), metadata={'format': 'tgvac-jax'})
-  (folder / CONFIG_NAME).write_text(json.dumps(_config_dict(module, config), indent=2, sort_keys=True) + '\n')
+  (folder / CONFIG_NAME).write_text(config_json)
 
 
 def atomic_folder(out: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
@@ -147,8 +148,9 @@ def fill_params(module: nnx.Module, tensors: Mapping[str, np.ndarray], *, what: 
   ours = flat_params(module)
   missing = sorted(set(ours) - set(tensors))
   extra = sorted(set(tensors) - set(ours))
-  bad = sorted(f'{k} {tuple(np.shape(tensors[k]))} vs model {tuple(ours[k].value.shape)}'
-               for k in set(ours) & set(tensors) if tuple(np.shape(tensors[k])) != tuple(ours[k].value.shape))
+  shapes = {k: tuple(v.get_value().shape) for k, v in ours.items()}
+  bad = sorted(f'{k} {tuple(np.shape(tensors[k]))} vs model {shapes[k]}'
+               for k in set(ours) & set(tensors) if tuple(np.shape(tensors[k])) != shapes[k])
   if missing or extra or bad:
     lines = [f'{what}: checkpoint does not match the model.']
     for name, keys in (('missing in checkpoint', missing), ('not in model', extra), ('wrong shape', bad)):
@@ -157,7 +159,7 @@ def fill_params(module: nnx.Module, tensors: Mapping[str, np.ndarray], *, what: 
                                                                          if len(keys) > 20 else [])))
     raise ConversionError('\n'.join(lines))
   for path, var in ours.items():
-    var.value = jnp.asarray(tensors[path], dtype=var.value.dtype)
+    var.set_value(jnp.asarray(tensors[path], dtype=var.get_value().dtype))
 
 
 def load_component(folder: str | os.PathLike, *, dtype=None, param_dtype=jnp.float32, **overrides):

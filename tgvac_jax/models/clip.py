@@ -290,7 +290,7 @@ class CLIPVisionEmbeddings(nnx.Module):
     patches = self.patch_embedding(pixel_values)  # (B, H/p, W/p, D)
     b, d = patches.shape[0], patches.shape[-1]
     patches = patches.reshape(b, -1, d)
-    cls = jnp.broadcast_to(self.class_embedding.value.astype(patches.dtype), (b, 1, d))
+    cls = jnp.broadcast_to(self.class_embedding[...].astype(patches.dtype), (b, 1, d))
     x = jnp.concatenate([cls, patches], axis=1)
     return x + self.position_embedding(jnp.arange(x.shape[1]))[None]
 

@@ -294,13 +294,16 @@ class AutoencoderKL(nnx.Module):
     self.post_quant_conv = conv(lat, lat, 1, padding=0, **kw) if cfg.use_post_quant_conv else None
 
   def _check(self, x: jax.Array, channels: int, what: str, factor: int) -> None:
+    noun = 'images' if what == 'encode' else 'latents'
     if x.ndim != 4 or x.shape[-1] != channels:
-      raise ValueError(f'AutoencoderKL.{what}: expected (N, H, W, {channels}) channels-last input, got {x.shape}')
+      raise ValueError(f'AutoencoderKL.{what}: expected channels-last {noun} (N, H, W, {channels}), got shape '
+                       f'{x.shape}')
     if x.shape[1] % factor or x.shape[2] % factor:
       raise ValueError(f'AutoencoderKL.{what}: spatial size {x.shape[1:3]} is not divisible by {factor}')
 
   def encode(self, x: jax.Array) -> DiagonalGaussian:
     """(N, H, W, in_channels) images in [-1, 1] -> posterior over (N, H/f, W/f, latent_channels)."""
+    x = jnp.asarray(x)
     self._check(x, self.config.in_channels, 'encode', self.config.downsample_factor)
     moments = self.encoder(x)
     if self.quant_conv is not None:
@@ -309,6 +312,7 @@ class AutoencoderKL(nnx.Module):
 
   def decode(self, z: jax.Array) -> jax.Array:
     """(N, h, w, latent_channels) unscaled latents -> (N, h*f, w*f, out_channels) images."""
+    z = jnp.asarray(z)
     self._check(z, self.config.latent_channels, 'decode', 1)
     if self.post_quant_conv is not None:
       z = self.post_quant_conv(z)
