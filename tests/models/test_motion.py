@@ -4,6 +4,7 @@ diffusers' `UNetMotionModel`, identity at init, frame (in)dependence, and traini
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -62,17 +63,38 @@ def video_inputs():
   return x, t, ctx
 
 
-def frame_and_video(unet, motion=MOTION):
-  sd, cfg = unet.state_dict(), dict(unet.config)
-  frame, _ = from_torch(sd, cfg)
-  video, _ = from_torch(sd, cfg, motion=motion)
-  return frame, video
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(graphdef, state, *args):
+  return nnx.merge(graphdef, state)(*args)
 
 
-def jit_apply(model):
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _apply_frames(graphdef, state, x, num_frames):
+  return nnx.merge(graphdef, state)(x, num_frames)
+
+
+def run(model, *args):
+  """model(*args) under jit (one compile per model structure and input shapes, shared between tests); an int
+  last argument (a motion module's num_frames) is static."""
   graphdef, state = nnx.split(model)
-  fn = jax.jit(lambda st, x, t, c: nnx.merge(graphdef, st)(x, t, c))
-  return lambda x, t, c: np.asarray(fn(state, x, t, c))
+  if isinstance(args[-1], int):
+    return np.asarray(_apply_frames(graphdef, state, *args))
+  return np.asarray(_apply(graphdef, state, *args))
+
+
+@pytest.fixture(scope='module')
+def base_models(torch_models):
+  """(frame UNet, video UNet with freshly initialised per-frame motion modules), spatial weights from diffusers."""
+  sd, cfg = torch_models[0].state_dict(), dict(torch_models[0].config)
+  return from_torch(sd, cfg)[0], from_torch(sd, cfg, motion=MOTION)[0]
+
+
+def variant(video, **motion_changes):
+  """A copy of `video` with other MotionConfig settings (same weights), built without a fresh random init."""
+  config = dataclasses.replace(video.config, motion=dataclasses.replace(video.config.motion, **motion_changes))
+  model = nnx.eval_shape(lambda: UNet2DConditionModel(config, rngs=nnx.Rngs(0)))
+  nnx.update(model, nnx.state(video))
+  return model
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -111,27 +133,26 @@ def test_module_per_frame_norm_and_types():
   kinds = {type(v) for v in flat_params(m, nnx.Variable).values()}
   assert kinds == {MotionParam}
   x = jax.random.normal(jax.random.key(0), (3 * 4, 2, 2, 32))
-  # per-frame norm: scaling one frame's features leaves the other frames' normed input unchanged, so it is
-  # different from the across-frames statistics
   m_across = MotionModule(32, dataclasses.replace(cfg, norm_across_frames=True), rngs=nnx.Rngs(0))
-  assert not np.allclose(m(x, 4), m_across(x, 4))
-  y = m.norm(x)
-  mean = np.asarray(y).reshape(12, -1, 8, 4).mean(axis=(1, 3))
-  np.testing.assert_allclose(mean, 0, atol=1e-5)  # zero mean per frame and group
+  assert not np.allclose(run(m, x, 4), run(m_across, x, 4))
+  y = run(m.norm, x)
+  np.testing.assert_allclose(y.reshape(12, -1, 8, 4).mean(axis=(1, 3)), 0, atol=1e-5)  # zero mean per frame
 
 
 def test_module_identity_at_init_and_remat():
   m = MotionModule(32, MotionConfig(num_attention_heads=4, norm_num_groups=8), rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(0), (2 * 5, 3, 3, 32))
-  assert np.array_equal(m(x, 5), x)
+  assert np.array_equal(run(m, x, 5), x)
   cfg = MotionConfig(num_attention_heads=4, norm_num_groups=8, zero_init=False)
   plain, remat = (MotionModule(32, dataclasses.replace(cfg, remat=r), rngs=nnx.Rngs(3)) for r in (False, True))
 
   def grads(model):
-    return nnx.grad(lambda mm: jnp.sum(jnp.sin(mm(x, 5))))(model)
-  g0, g1 = flat_params(grads(plain), nnx.Variable), flat_params(grads(remat), nnx.Variable)
-  for k in g0:
-    np.testing.assert_allclose(g0[k].get_value(), g1[k].get_value(), rtol=1e-5, atol=1e-6)
+    graphdef, state = nnx.split(model)
+    loss = lambda st: jnp.sum(jnp.sin(nnx.merge(graphdef, st)(x, 5)))  # noqa: E731
+    return jax.jit(jax.grad(loss))(state)
+  g0, g1 = grads(plain), grads(remat)
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(a).max())
 
 
 def test_module_rejects_long_clip_and_bad_shapes():
@@ -148,69 +169,62 @@ def test_module_rejects_long_clip_and_bad_shapes():
 # ---------------------------------------------------------------------------------------------------------------
 # The video UNet
 
-def test_placement_matches_motion_adapter(torch_models):
+def test_placement_matches_motion_adapter(torch_models, base_models):
   """Our motion weights are exactly diffusers' MotionAdapter keys (the layout the converters rely on)."""
-  _, adapter = torch_models
-  _, video = frame_and_video(torch_models[0])
-  ours = {k.rsplit('.', 1)[0] for k in flat_params(video, MotionParam)}
-  theirs = {k.rsplit('.', 1)[0] for k in adapter.state_dict() if not k.endswith('pos_embed.pe')}
+  ours = {k.rsplit('.', 1)[0] for k in flat_params(base_models[1], MotionParam)}
+  theirs = {k.rsplit('.', 1)[0] for k in torch_models[1].state_dict() if not k.endswith('pos_embed.pe')}
   assert ours == theirs
 
 
-def test_identity_at_init_bit_for_bit(torch_models, video_inputs):
-  frame, video = frame_and_video(torch_models[0])
+def test_identity_at_init_bit_for_bit(base_models, video_inputs):
+  """Fresh motion modules: the video UNet's output is the frame UNet's, frame by frame, bit for bit (fp32)."""
+  frame, video = base_models
   x, t, ctx = video_inputs
   xf = x.reshape((B * F,) + x.shape[2:])
-  tf, cf = np.repeat(t, F), np.repeat(ctx, F, axis=0)
-  want = np.asarray(frame(xf, tf, cf)).reshape(x.shape[:-1] + (-1,))
-  got = np.asarray(video(x, t, ctx))
-  assert np.array_equal(got, want)  # eager
-  assert np.array_equal(jit_apply(video)(x, t, ctx), jit_apply(frame)(xf, tf, cf).reshape(want.shape))  # jit
+  want = run(frame, xf, np.repeat(t, F), np.repeat(ctx, F, axis=0)).reshape(x.shape[:-1] + (-1,))
+  assert np.array_equal(run(video, x, t, ctx), want)
 
 
-def test_frames_independent_without_motion_and_interacting_with(torch_models, video_inputs):
-  frame, video = frame_and_video(torch_models[0])
+def test_frames_independent_without_motion_and_interacting_with(torch_models, base_models, video_inputs):
+  frame, video = base_models
   x, t, ctx = video_inputs
   perm = np.array([2, 0, 3, 1])
-  spatial = jit_apply(frame)
-  out = spatial(x, t, ctx)
-  np.testing.assert_allclose(spatial(x[:, perm], t, ctx), out[:, perm], rtol=0, atol=1e-6)
+  out = run(frame, x, t, ctx)  # the frame UNet takes videos too (motion off)
+  np.testing.assert_allclose(run(frame, x[:, perm], t, ctx), out[:, perm], rtol=0, atol=1e-6)
 
+  video = nnx.clone(video)
   load_motion_state(video, torch_models[1].state_dict())  # non-zero motion weights
-  motion = jit_apply(video)
-  out = motion(x, t, ctx)
+  out = run(video, x, t, ctx)
   x2 = x.copy()
   x2[:, 0] += 1.0  # change frame 0 only
-  out2 = motion(x2, t, ctx)
-  assert np.abs(out2[:, 1:] - out[:, 1:]).max() > 1e-3  # other frames feel it
-  assert np.abs(motion(x[:, perm], t, ctx) - out[:, perm]).max() > 1e-3  # order matters (position encoding)
+  assert np.abs(run(video, x2, t, ctx)[:, 1:] - out[:, 1:]).max() > 1e-3  # other frames feel it
+  assert np.abs(run(video, x[:, perm], t, ctx) - out[:, perm]).max() > 1e-3  # order matters (position encoding)
 
 
-def test_video_unet_matches_diffusers_unet_motion_model(torch_models, video_inputs):
+def test_video_unet_matches_diffusers_unet_motion_model(torch_models, base_models, video_inputs):
   unet, adapter = torch_models
   tm = diffusers.UNetMotionModel.from_unet2d(unet, adapter).eval()
-  _, video = frame_and_video(unet, dataclasses.replace(MOTION, norm_across_frames=True))
+  video = variant(base_models[1], norm_across_frames=True)
   load_motion_state(video, adapter.state_dict())
   x, t, ctx = video_inputs
   with torch.inference_mode():
     ref = tm(torch.from_numpy(x.transpose(0, 4, 1, 2, 3).copy()), torch.from_numpy(t),
              torch.from_numpy(np.repeat(ctx, F, axis=0))).sample.numpy().transpose(0, 2, 3, 4, 1)
-  got = jit_apply(video)(x, t, ctx)
-  assert rel(got, ref) <= 1e-5
-  # per-frame norm (AnimateDiff's) is a different function
-  _, per_frame = frame_and_video(unet)
+  assert rel(run(video, x, t, ctx), ref) <= 1e-5
+  per_frame = nnx.clone(base_models[1])  # AnimateDiff's per-frame norm is a different function
   load_motion_state(per_frame, adapter.state_dict())
-  assert rel(jit_apply(per_frame)(x, t, ctx), ref) > 1e-4
+  assert rel(run(per_frame, x, t, ctx), ref) > 1e-4
 
 
-def test_unet_rejects_clip_longer_than_position_table(torch_models):
-  _, video = frame_and_video(torch_models[0], dataclasses.replace(MOTION, max_seq_length=3))
+def test_unet_rejects_clip_longer_than_position_table(base_models):
+  video = variant(base_models[1], max_seq_length=3)
   with pytest.raises(ValueError, match='longer than the position encoding'):
     video(np.zeros((1, 4, HW, HW, 12), np.float32), 1.0, np.zeros((1, S, 24), np.float32))
 
 
-def test_optimizer_on_motion_params_trains_motion_only(torch_models, video_inputs):
-  _, video = frame_and_video(torch_models[0], dataclasses.replace(MOTION, zero_init=False))
+def test_optimizer_on_motion_params_trains_motion_only(torch_models, base_models, video_inputs):
+  video = nnx.clone(base_models[1])
+  load_motion_state(video, torch_models[1].state_dict())  # non-zero proj_out: every motion weight gets a gradient
   x, t, ctx = video_inputs
   motion_paths = set(flat_params(video, MotionParam))
   spatial_before = {k: np.array(v.get_value()) for k, v in
@@ -220,10 +234,9 @@ def test_optimizer_on_motion_params_trains_motion_only(torch_models, video_input
 
   opt = nnx.Optimizer(video, optax.adamw(1e-3), wrt=MotionParam)
   # optimizer state: adam's mu and nu for motion weights only (plus scalar counts)
-  shaped = [('.'.join(map(str, p)), v) for p, v in nnx.to_flat_state(nnx.state(opt.opt_state))
-            if np.ndim(v.get_value())]
+  shaped = ['.'.join(map(str, p)) for p, v in nnx.to_flat_state(nnx.state(opt.opt_state)) if np.ndim(v.get_value())]
   assert len(shaped) == 2 * len(motion_paths)
-  assert {p.split('.', 2)[2] for p, _ in shaped} == motion_paths  # '<i>.mu.<param path>'
+  assert {p.split('.', 2)[2] for p in shaped} == motion_paths  # '<i>.mu.<param path>'
 
   target = np.random.default_rng(1).standard_normal(x.shape[:-1] + (4,), np.float32)
   graphdef, state = nnx.split((video, opt))
@@ -245,8 +258,7 @@ def test_optimizer_on_motion_params_trains_motion_only(torch_models, video_input
   assert sorted(changed) == sorted(motion_before)
 
 
-def test_unet_config_round_trips_motion(torch_models):
-  _, video = frame_and_video(torch_models[0])
-  d = video.config.to_dict(ours=True)
-  assert d['motion'] == MOTION.to_dict()
-  assert isinstance(UNet2DConditionModel, type)
+def test_unet_config_round_trips_motion(base_models):
+  config = base_models[1].config
+  assert config.to_dict(ours=True)['motion'] == MOTION.to_dict()
+  assert type(config).from_dict(config.to_dict(ours=True)).motion == MOTION
