@@ -132,11 +132,25 @@ def _errors(ours, theirs) -> tuple[float, float]:
   return float(np.abs(diff).max()), float(np.linalg.norm(diff) / max(np.linalg.norm(theirs), 1e-30))
 
 
+class _Jitted:
+  """`module(*args)` compiled as one program (op-by-op eager dispatch is far slower for a whole UNet)."""
+
+  def __init__(self, module, nnx):
+    self.config = module.config
+    self._call = nnx.jit(lambda m, *a: m(*a))
+    self._module = module
+
+  def __call__(self, *args):
+    return self._call(self._module, *args)
+
+
 def verify_component(cls: str, folder: Path, module, *, seed: int = 0) -> tuple[float, float]:
   """(max_abs, rel) between PyTorch (`from_pretrained(folder)`, fp32) and our module on the same random input."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
+  module = _Jitted(module, nnx)
   with torch.no_grad():
     if cls == 'AutoencoderKL':
       from diffusers import AutoencoderKL  # pylint: disable=import-outside-toplevel

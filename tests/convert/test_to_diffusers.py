@@ -1,0 +1,109 @@
+"""`python -m convert.to_diffusers`: our checkpoint -> folders that diffusers/transformers `from_pretrained` load,
+and the round trip diffusers -> ours -> diffusers -> ours is exact."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tiny_sd  # noqa: E402
+from convert import from_diffusers, to_diffusers  # noqa: E402
+from tgvac_jax.models import checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def folders(tmp_path_factory):
+  root = tmp_path_factory.mktemp('to_diffusers')
+  sd = tiny_sd.write_sd_folder(root / 'sd')
+  assert from_diffusers.main([str(sd), str(root / 'ours'), '--in-channels', '12']) == 0
+  assert to_diffusers.main([str(root / 'ours'), str(root / 'back')]) == 0
+  return sd, root / 'ours', root / 'back'
+
+
+def _state(model):
+  return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+
+def test_components_load_with_from_pretrained(folders):
+  from diffusers import AutoencoderKL, UNet2DConditionModel
+  from transformers import CLIPTextModel
+  sd, _, back = folders
+  for cls, name in ((AutoencoderKL, 'vae'), (CLIPTextModel, 'text_encoder')):
+    a, b = _state(cls.from_pretrained(str(sd / name))), _state(cls.from_pretrained(str(back / name)))
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=f'{name} {k}')
+  unet0 = UNet2DConditionModel.from_pretrained(str(sd / 'unet')).eval()
+  unet = UNet2DConditionModel.from_pretrained(str(back / 'unet')).eval()
+  assert unet.config.in_channels == 12 and json.loads((back / 'unet' / 'config.json').read_text())['in_channels'] == 12
+  a, b = _state(unet0), _state(unet)
+  for k in a:
+    if k == 'conv_in.weight':
+      np.testing.assert_array_equal(b[k][:, :4], a[k])
+      assert not b[k][:, 4:].any()
+    else:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  x = torch.randn(1, 4, 8, 8)
+  ctx = torch.randn(1, 77, 32)
+  with torch.no_grad():
+    y0 = unet0(x, 10, ctx).sample
+    y = unet(torch.cat([x, torch.randn(1, 8, 8, 8)], 1), 10, ctx).sample  # new channels start ignored
+  torch.testing.assert_close(y, y0, rtol=1e-5, atol=1e-6)
+
+
+def test_pipeline_loads(folders):
+  from diffusers import DiffusionPipeline
+  sd, _, back = folders
+  for name in ('tokenizer', 'scheduler'):
+    for f in (sd / name).iterdir():
+      assert (back / name / f.name).read_bytes() == f.read_bytes()
+  pipe = DiffusionPipeline.from_pretrained(str(back))
+  assert type(pipe).__name__ == 'StableDiffusionPipeline'
+  assert pipe.unet.config.in_channels == 12
+  assert pipe.tokenizer('a cat').input_ids == [0, 3, 55, 1]
+
+
+def test_round_trip_exact(folders, tmp_path):
+  _, ours, back = folders
+  assert from_diffusers.main([str(back), str(tmp_path / 'again')]) == 0  # no --in-channels: already 12
+  a, b = checkpoint.load_pipeline(ours), checkpoint.load_pipeline(tmp_path / 'again')
+  assert sorted(a) == sorted(b) == ['text_encoder', 'unet', 'vae']
+  for name in a:
+    assert a[name][1] == b[name][1], name
+    fa = nnx.to_flat_state(nnx.state(a[name][0], nnx.Param))
+    fb = dict(nnx.to_flat_state(nnx.state(b[name][0], nnx.Param)))
+    assert len(fa) == len(fb)
+    for path, var in fa:
+      np.testing.assert_array_equal(var.get_value(), fb[path].get_value(), err_msg=f'{name} {path}')
+
+
+def test_single_component(folders, tmp_path):
+  from diffusers import AutoencoderKL
+  _, ours, _ = folders
+  assert to_diffusers.main([str(ours / 'vae'), str(tmp_path / 'vae')]) == 0
+  assert sorted(p.name for p in (tmp_path / 'vae').iterdir()) == ['config.json', 'diffusion_pytorch_model.safetensors']
+  assert AutoencoderKL.from_pretrained(str(tmp_path / 'vae')).config.scaling_factor == 0.18215
+
+
+def test_errors_write_nothing(folders, tmp_path, capsys):
+  sd, ours, _ = folders
+  out = tmp_path / 'out'
+  assert to_diffusers.main([str(sd), str(out)]) == 2  # a diffusers folder is not our checkpoint
+  assert 'no component folders' in capsys.readouterr().err
+  broken = tmp_path / 'broken'
+  shutil.copytree(ours, broken)
+  (broken / 'vae' / 'model.safetensors').unlink()
+  assert to_diffusers.main([str(broken), str(out)]) == 2
+  assert f'{broken / "vae"}: component has no model.safetensors' in capsys.readouterr().err
+  (broken / 'unet' / 'config.json').write_text(json.dumps({'_class': 'Mystery'}))
+  assert to_diffusers.main([str(broken / 'unet'), str(out)]) == 2
+  assert "class 'Mystery'" in capsys.readouterr().err
+  assert not out.exists()
+  assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
