@@ -43,7 +43,9 @@ class LoaderConfig:
   num_epochs: int | None = None          # None: repeat forever
   drop_remainder: bool = True
   worker_count: int = 2                  # 0: no worker processes
-  worker_buffer_size: int = 2
+  worker_buffer_size: int = 2            # batches each worker keeps ready
+  read_threads: int = 2                  # threads per process, each building whole batches (Grain default: 16)
+  read_buffer: int = 2                   # batches prefetched by those threads (Grain default: 500 = GiBs here)
   output: str = 'float32'                # 'float32' (model range) or 'uint8'
 
   @property
@@ -67,24 +69,32 @@ def data_source(path: str, split: str = 'train'):
 
 # ------------------------------------------------------------------------------------------- formatting
 
+def _unit(a: np.ndarray, scale: float) -> np.ndarray:
+  """uint8 -> float32 a * scale - 1, in place after one conversion (the fastest numpy route measured)."""
+  x = a.astype(np.float32)
+  x *= np.float32(scale)
+  x -= np.float32(1)
+  return x
+
+
 def _format(x: dict, output: str, tokenizer: Callable | None) -> dict:
+  am, om, vis = x['amodal_mask'], x['occluder_mask'], x['visible_mask']
   if output == 'float32':
-    img = lambda a: a.astype(np.float32) * np.float32(2 / 255) - np.float32(1)
-    vis = np.repeat(x['visible_mask'][..., None], 3, axis=-1).astype(np.float32) * 2 - 1
+    img = lambda a: _unit(a, 2 / 255)
+    vis_img = _unit(np.repeat(np.ascontiguousarray(vis).view(np.uint8)[..., None], 3, axis=-1), 2)
   elif output == 'uint8':
     img = lambda a: np.ascontiguousarray(a, np.uint8)
-    vis = x['visible_mask'].astype(np.uint8)
+    vis_img = vis.view(np.uint8)
   else:
     raise ValueError(f"output must be 'float32' or 'uint8', got {output!r}")
-  am, om = x['amodal_mask'], x['occluder_mask']
-  inter = (am & om).sum(axis=(-1, -2))
-  area = am.sum(axis=(-1, -2))
+  inter = np.count_nonzero(am & om, axis=(-1, -2))
+  area = np.count_nonzero(am, axis=(-1, -2))
   out = {
       'occluded': img(x['occluded']),
-      'visible_mask': vis,
+      'visible_mask': vis_img,
       'amodal': img(x['amodal']),
-      'amodal_mask': am.astype(np.uint8),
-      'occluder_mask': om.astype(np.uint8),
+      'amodal_mask': np.ascontiguousarray(am).view(np.uint8),
+      'occluder_mask': np.ascontiguousarray(om).view(np.uint8),
       'occlusion_rate': np.where(area > 0, inter / np.maximum(area, 1), 0).astype(np.float32),
       'caption': np.str_(x['caption']),
   }
@@ -173,7 +183,7 @@ def _pipeline(source, transform, cfg: LoaderConfig, process_index: int | None, p
     ds = ds.repeat(cfg.num_epochs)
   ds = ds.random_map(transform, seed=cfg.seed + 7919 * process_index)
   ds = ds.batch(cfg.batch_size, drop_remainder=cfg.drop_remainder)
-  it = ds.to_iter_dataset()
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_buffer))
   if cfg.worker_count > 0:
     _absl_flags_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count,
