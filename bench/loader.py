@@ -34,11 +34,12 @@ def build_data(out: str, num_videos: int, fmt: str):
   return res, time.perf_counter() - t
 
 
-def time_loader(ds_dir: str, workers: int, batch: int, batches: int, output: str, threads: int) -> float:
+def time_loader(ds_dir: str, workers: int, batch: int, batches: int, output: str, threads: int,
+                crop: bool = True) -> float:
   """Steady-state clips/s: start-up and the first batches excluded; prefetch buffers are small (2 batches)."""
   from tgvac_jax.data.pipeline import LoaderConfig, clip_dataset
   cfg = LoaderConfig(batch_size=batch, size=256, num_frames=14, worker_count=workers, output=output,
-                     read_threads=threads, read_buffer=2)
+                     read_threads=threads, read_buffer=2, crop_scale=(0.8, 1.0) if crop else (1.0, 1.0))
   it = iter(clip_dataset(ds_dir, cfg, process_index=0, process_count=1))
   for _ in range(2 + 2 * workers):
     next(it)
@@ -50,7 +51,7 @@ def time_loader(ds_dir: str, workers: int, batch: int, batches: int, output: str
   return batches * batch / dt
 
 
-def clip_cost(ds_dir: str, n: int = 8) -> dict:
+def clip_cost(ds_dir: str, n: int = 8, crop: bool = True) -> dict:
   """Single-thread CPU seconds per clip, by phase (read record, decode, crop/resize/flip, format to float32)."""
   from tgvac_jax.data import augment, schema
   from tgvac_jax.data.pipeline import _format, data_source
@@ -63,7 +64,7 @@ def clip_cost(ds_dir: str, n: int = 8) -> dict:
     t1 = time.process_time()
     x = schema.decode_record(rec)
     t2 = time.process_time()
-    x = augment.augment_clip(x, (256, 256), rng, (0.8, 1.0), True)
+    x = augment.augment_clip(x, (256, 256), rng, (0.8, 1.0) if crop else (1.0, 1.0), True)
     t3 = time.process_time()
     _format(x, 'float32', None)
     t4 = time.process_time()
@@ -125,14 +126,17 @@ def main(argv=None):
     print(f'[{fmt}] {res.dataset_dir}: {n} clips (build or reuse {dt:.1f}s)')
   costs = {}
   for fmt in ('png', 'jpeg'):
-    costs[fmt] = clip_cost(built[fmt].dataset_dir)
-    print(f'  {fmt} CPU s/clip: ' + ', '.join(f'{k} {v * 1e3:.0f} ms' for k, v in costs[fmt].items()), flush=True)
-  for fmt in ('png', 'jpeg'):
-    for workers, threads in ((0, 2), (2, 1)):
-      for output in ('float32', 'uint8'):
-        cps = time_loader(built[fmt].dataset_dir, workers, a.batch, a.batches, output, threads)
-        rows.append((fmt, workers, threads, output, cps))
-        print(f'  {fmt:4s} workers={workers} threads={threads} {output:7s}: {cps:6.2f} clips/s', flush=True)
+    for crop in (True, False):
+      name = f"{fmt}{'' if crop else ' nocrop'}"
+      costs[name] = clip_cost(built[fmt].dataset_dir, crop=crop)
+      print(f'  {name} CPU s/clip: ' + ', '.join(f'{k} {v * 1e3:.0f} ms' for k, v in costs[name].items()),
+            flush=True)
+  settings = [('png', 0, 2, 'float32', True), ('png', 2, 1, 'float32', True), ('png', 2, 1, 'uint8', True),
+              ('jpeg', 2, 1, 'uint8', True), ('jpeg', 2, 1, 'uint8', False), ('jpeg', 0, 2, 'uint8', False)]
+  for fmt, workers, threads, output, crop in settings:
+    cps = time_loader(built[fmt].dataset_dir, workers, a.batch, a.batches, output, threads, crop)
+    rows.append((fmt + ('' if crop else ' nocrop'), workers, threads, output, cps))
+    print(f'  {rows[-1][0]:11s} workers={workers} threads={threads} {output:7s}: {cps:6.2f} clips/s', flush=True)
 
   consumers = []
   if a.step_time:
@@ -149,15 +153,18 @@ def main(argv=None):
 
   best = max(r[4] for r in rows)
   print('\nCPU cost per 14x256^2 clip, one thread (ms):')
-  print(f"{'frames':6s} " + ' '.join(f'{k:>10s}' for k in costs['png']) + f" {'f32 total':>10s} {'1-core clips/s':>15s}")
+  print(f"{'frames':11s} " + ' '.join(f'{k:>10s}' for k in costs['png']) +
+        f" {'f32 total':>10s} {'u8 total':>10s} {'1-core clips/s f32/u8':>22s}")
   for fmt, c in costs.items():
     tot = c['read'] + c['decode'] + c['augment'] + c['format_f32']
-    print(f'{fmt:6s} ' + ' '.join(f'{v * 1e3:10.1f}' for v in c.values()) + f' {tot * 1e3:10.1f} {1 / tot:15.2f}')
+    tot8 = tot - c['format_f32'] + c['format_u8']
+    print(f'{fmt:11s} ' + ' '.join(f'{v * 1e3:10.1f}' for v in c.values()) +
+          f' {tot * 1e3:10.1f} {tot8 * 1e3:10.1f} {1 / tot:12.2f} / {1 / tot8:6.2f}')
   print('\nLoader throughput at 14x256^2 (clips/s, steady state) on this host '
         f'({os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f}):')
-  print(f"{'frames':6s} {'workers':>7s} {'threads':>7s} {'output':>8s} {'clips/s':>8s}")
+  print(f"{'frames':11s} {'workers':>7s} {'threads':>7s} {'output':>8s} {'clips/s':>8s}")
   for fmt, w, th, o, c in rows:
-    print(f'{fmt:6s} {w:7d} {th:7d} {o:>8s} {c:8.2f}')
+    print(f'{fmt:11s} {w:7d} {th:7d} {o:>8s} {c:8.2f}')
   print('\nHeadroom = best loader clips/s / trainer clips/s (goal >= 5):')
   print(f"{'consumer':70s} {'clips/s':>8s} {'headroom':>9s}")
   for name, c in consumers:

@@ -1,6 +1,6 @@
 """Spatial augmentation applied identically to every frame and mask of a clip: random crop, resize, flip.
 
-Masks are resized by area vote (bilinear on 0/255, >= 128); afterwards the visible mask is recomputed as
+Images are resampled bilinearly (PIL), masks by nearest sample (a numpy gather); afterwards the visible mask is recomputed as
 amodal & ~occluder and the target is set to white outside the amodal mask, so the synthesis invariants survive
 augmentation exactly.
 """
@@ -36,10 +36,14 @@ def crop_resize_rgb(frames: np.ndarray, box, out_hw) -> np.ndarray:
 
 
 def crop_resize_mask(masks: np.ndarray, box, out_hw) -> np.ndarray:
-  """(F,H,W) bool -> (F,oh,ow) bool."""
+  """(F,H,W) bool -> (F,oh,ow) bool, nearest sample at each output pixel centre (one numpy gather)."""
   if _identity(masks.shape[1:3], box, out_hw):
     return masks
-  return np.stack([_resize(m.astype(np.uint8) * 255, box, out_hw) >= 128 for m in masks])
+  h, w = masks.shape[1:3]
+  x0, y0, x1, y1 = box
+  ys = np.clip(np.floor(y0 + (np.arange(out_hw[0]) + 0.5) * (y1 - y0) / out_hw[0]).astype(np.intp), 0, h - 1)
+  xs = np.clip(np.floor(x0 + (np.arange(out_hw[1]) + 0.5) * (x1 - x0) / out_hw[1]).astype(np.intp), 0, w - 1)
+  return masks[:, ys[:, None], xs[None, :]]
 
 
 def _identity(src_hw, box, out_hw) -> bool:
@@ -63,6 +67,7 @@ def augment_clip(x: dict, out_hw: tuple[int, int], rng: np.random.Generator, sca
     for k in ('occluded', 'amodal', 'amodal_mask', 'occluder_mask'):
       out[k] = out[k][:, :, ::-1]
   out['visible_mask'] = out['amodal_mask'] & ~out['occluder_mask']
-  # resampling blends the object's edge into the white; keep the target exactly "object on white"
-  out['amodal'] = np.where(out['amodal_mask'][..., None], out['amodal'], np.uint8(255))
+  if not _identity((h, w), box, out_hw):
+    # resampling blends the object's edge into the white; keep the target exactly "object on white"
+    out['amodal'] = np.where(out['amodal_mask'][..., None], out['amodal'], np.uint8(255))
   return out
