@@ -1,6 +1,6 @@
 """The one entry point: `python run.py --config configs/<name>.py [--config.key=value ...]`."""
 
-from absl import app
+from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/<name>.py file with get_config().')
@@ -14,5 +14,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config_flags.mark_flags_as_required(['config'])
+  flags.mark_flags_as_required(['config'])
   app.run(main)

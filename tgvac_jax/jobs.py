@@ -1,0 +1,16 @@
+"""Jobs that `run.py` dispatches on `config.job`; each is `run(config)` in its own module."""
+
+from __future__ import annotations
+
+import importlib
+
+JOBS = {
+    'demo': 'tgvac_jax.demo',
+}
+
+
+def run(config) -> None:
+  job = config.get('job')
+  if job not in JOBS:
+    raise ValueError(f'config.job is {job!r}; known jobs: {sorted(JOBS)}')
+  importlib.import_module(JOBS[job]).run(config)

@@ -1,0 +1,61 @@
+"""Text to CLIP token ids.
+
+Real weights come with their `tokenizer/` folder (transformers' `CLIPTokenizer`). Models trained from scratch here
+(the demo, tests) use a character-level CLIP vocabulary written by `write_char_tokenizer`: a real
+`CLIPTokenizer`, so the rest of the code never knows the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+
+MAX_LENGTH = 77
+CHARS = string.ascii_lowercase + string.digits + "-'"
+
+
+def load_tokenizer(folder: str | os.PathLike):
+  """transformers `CLIPTokenizer` from a local folder (vocab.json + merges.txt, or tokenizer.json); nothing is
+  downloaded."""
+  from transformers import CLIPTokenizer  # pylint: disable=import-outside-toplevel
+  if not any(os.path.isfile(os.path.join(folder, f)) for f in ('vocab.json', 'tokenizer.json')):
+    raise FileNotFoundError(f'{folder}: no vocab.json or tokenizer.json (not a CLIP tokenizer folder)')
+  return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def write_char_tokenizer(folder: str | os.PathLike) -> int:
+  """Writes a character-level CLIP tokenizer to `folder`; returns its vocabulary size.
+
+  Ids: 0 start, 1 end (also padding), then each character of `CHARS` alone and word-final (`c</w>`).
+  """
+  from transformers import CLIPTokenizer  # pylint: disable=import-outside-toplevel
+  vocab = {'<|startoftext|>': 0, '<|endoftext|>': 1}
+  for c in CHARS:
+    vocab[c] = len(vocab)
+    vocab[c + '</w>'] = len(vocab)
+  with tempfile.TemporaryDirectory() as raw:
+    with open(os.path.join(raw, 'vocab.json'), 'w') as f:
+      json.dump(vocab, f)
+    with open(os.path.join(raw, 'merges.txt'), 'w') as f:
+      f.write('#version: 0.2\n')
+    tok = CLIPTokenizer(os.path.join(raw, 'vocab.json'), os.path.join(raw, 'merges.txt'),
+                        pad_token='<|endoftext|>', model_max_length=MAX_LENGTH)
+    tok.save_pretrained(str(folder))
+  return len(vocab)
+
+
+class Tokenize:
+  """caption (or captions) -> int32 ids padded/truncated to 77, as SD-1.5 feeds its text encoder."""
+
+  def __init__(self, tokenizer, max_length: int = MAX_LENGTH):
+    self.tokenizer = tokenizer
+    self.max_length = max_length
+
+  def __call__(self, text: str | Sequence[str]) -> np.ndarray:
+    out = self.tokenizer(text, padding='max_length', truncation=True, max_length=self.max_length)
+    return np.asarray(out['input_ids'], np.int32)
