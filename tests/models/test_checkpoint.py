@@ -1,5 +1,6 @@
 """Our checkpoint format: exact save/load, atomic writes, clear errors."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import tiny_sd  # noqa: E402
 from convert import clip as convert_clip  # noqa: E402
 from convert import unet as convert_unet  # noqa: E402
 from convert import vae as convert_vae  # noqa: E402
-from convert.rules import ConversionError  # noqa: E402
+from convert.rules import ConversionError, flat_params  # noqa: E402
 from tgvac_jax.models import checkpoint  # noqa: E402
 from tgvac_jax.models.clip import CLIPTextModel, CLIPVisionModelWithProjection  # noqa: E402
 from tgvac_jax.models.vae import AutoencoderKL  # noqa: E402
@@ -139,3 +140,25 @@ def test_errors(models, tmp_path):
     checkpoint.load_component(out)
   with pytest.raises(checkpoint.CheckpointError, match='not a registered model class'):
     checkpoint.save_component(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), tmp_path / 'lin')
+
+
+def test_non_contiguous_and_motion_params(models, tmp_path):
+  """Parameters held as transposed numpy views (as left by a torch-layout load) are saved in logical order;
+  a UNet with motion modules keeps its MotionParam variables through save/load."""
+  from tgvac_jax.models.motion import MotionConfig, MotionParam
+  config = dataclasses.replace(models['unet'].config, motion=MotionConfig(num_attention_heads=2, norm_num_groups=8))
+  unet, _ = checkpoint.build('UNet2DConditionModel', config.to_dict(ours=True), abstract=True)  # no eager init
+  rng = np.random.default_rng(0)
+  checkpoint.fill_params(unet, {k: rng.standard_normal(v.get_value().shape).astype(np.float32)
+                                for k, v in flat_params(unet).items()})
+  kernel = unet.conv_in.kernel
+  value = np.asarray(kernel.get_value())
+  kernel.set_value(np.ascontiguousarray(value.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0))
+  assert not kernel.get_value().flags['C_CONTIGUOUS']
+  out = checkpoint.save_component(unet, tmp_path / 'unet')
+  loaded, config = checkpoint.load_component(out)
+  assert config.motion == unet.config.motion
+  np.testing.assert_array_equal(loaded.conv_in.kernel.get_value(), value)
+  _assert_same(loaded, unet)
+  n_motion = len(nnx.to_flat_state(nnx.state(unet, MotionParam)))
+  assert n_motion > 0 and len(nnx.to_flat_state(nnx.state(loaded, MotionParam))) == n_motion

@@ -76,7 +76,8 @@ def _config_dict(module: nnx.Module, config=None) -> dict[str, Any]:
 def _write_component(module: nnx.Module, folder: Path, config=None) -> None:
   config_json = json.dumps(_config_dict(module, config), indent=2, sort_keys=True) + '\n'
   folder.mkdir(parents=True, exist_ok=True)
-  tensors = {path: np.asarray(jax.device_get(var.get_value())) for path, var in flat_params(module).items()}
+  # contiguous: safetensors.numpy writes the raw buffer, so a transposed view would be saved scrambled
+  tensors = {path: np.ascontiguousarray(jax.device_get(var.get_value())) for path, var in flat_params(module).items()}
   safetensors.numpy.save_file(tensors, str(folder / WEIGHTS_NAME), metadata={'format': 'tgvac-jax'})
   (folder / CONFIG_NAME).write_text(config_json)
 
