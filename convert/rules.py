@@ -89,15 +89,15 @@ def load_torch_state(module: nnx.Module, state_dict: Mapping[str, np.ndarray], *
       unexpected.append(key)
       continue
     value = _to_flax_value(leaf, np.asarray(value))
-    if value.shape != tuple(ours[path].value.shape):
-      mis_shaped.append(f'{key} {tuple(np.shape(state_dict[key]))} vs ours {path} {tuple(ours[path].value.shape)}')
+    if value.shape != tuple(ours[path].get_value().shape):
+      mis_shaped.append(f'{key} {tuple(np.shape(state_dict[key]))} vs ours {path} {tuple(ours[path].get_value().shape)}')
       continue
     updates[path] = value
   missing = [] if partial else [p for p in ours if p not in updates]
   _report(what, missing, unexpected, mis_shaped)
   for path, value in updates.items():
     var = ours[path]
-    var.value = np.asarray(value, dtype=var.value.dtype)
+    var.set_value(np.asarray(value, dtype=var.get_value().dtype))
 
 
 def torch_state(module_or_state, *, renames: Renames = (), filter=nnx.Param) -> dict[str, np.ndarray]:
@@ -107,5 +107,5 @@ def torch_state(module_or_state, *, renames: Renames = (), filter=nnx.Param) -> 
     stem, leaf = path.rsplit('.', 1)
     torch_leaf = 'weight' if leaf in ('kernel', 'scale', 'embedding') else leaf
     key = _apply(f'{stem}.{torch_leaf}', renames, inverse=True)
-    out[key] = np.ascontiguousarray(_to_torch_value(leaf, np.asarray(var.value, dtype=np.float32)))
+    out[key] = np.ascontiguousarray(_to_torch_value(leaf, np.asarray(var.get_value(), dtype=np.float32)))
   return out
