@@ -51,7 +51,8 @@ def _to_torch_value(leaf: str, value: np.ndarray) -> np.ndarray:
   return value
 
 
-def _report(what: str, missing: Iterable[str], unexpected: Iterable[str], mis_shaped: Iterable[str]) -> None:
+def report_mismatch(what: str, missing: Iterable[str], unexpected: Iterable[str], mis_shaped: Iterable[str]) -> None:
+  """Raises one ConversionError listing every missing, unexpected and mis-shaped key (nothing if all match)."""
   missing, unexpected, mis_shaped = sorted(missing), sorted(unexpected), sorted(mis_shaped)
   if not (missing or unexpected or mis_shaped):
     return
@@ -94,7 +95,7 @@ def load_torch_state(module: nnx.Module, state_dict: Mapping[str, np.ndarray], *
       continue
     updates[path] = value
   missing = [] if partial else [p for p in ours if p not in updates]
-  _report(what, missing, unexpected, mis_shaped)
+  report_mismatch(what, missing, unexpected, mis_shaped)
   for path, value in updates.items():
     var = ours[path]
     var.set_value(np.asarray(value, dtype=var.get_value().dtype))

@@ -28,7 +28,7 @@ import numpy as np
 import safetensors.numpy
 from flax import nnx
 
-from convert.rules import ConversionError, flat_params
+from convert.rules import flat_params, report_mismatch
 
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
@@ -152,13 +152,7 @@ def fill_params(module: nnx.Module, tensors: Mapping[str, np.ndarray], *, what: 
   shapes = {k: tuple(v.get_value().shape) for k, v in ours.items()}
   bad = sorted(f'{k} {tuple(np.shape(tensors[k]))} vs model {shapes[k]}'
                for k in set(ours) & set(tensors) if tuple(np.shape(tensors[k])) != shapes[k])
-  if missing or extra or bad:
-    lines = [f'{what}: checkpoint does not match the model.']
-    for name, keys in (('missing in checkpoint', missing), ('not in model', extra), ('wrong shape', bad)):
-      if keys:
-        lines.append(f'  {name} ({len(keys)}): ' + ', '.join(keys[:20] + ([f'... and {len(keys) - 20} more']
-                                                                         if len(keys) > 20 else [])))
-    raise ConversionError('\n'.join(lines))
+  report_mismatch(what, missing, extra, bad)
   for path, var in ours.items():
     var.set_value(jnp.asarray(tensors[path], dtype=var.get_value().dtype))
 
