@@ -1,6 +1,6 @@
 """Procedural source: textured sprites moving on textured backgrounds, captioned from their attributes.
 
-The embedded default for the demo and the tests (no downloads). Each video has one or two sprites; a sprite has a
+The embedded default for the demo and the tests (no downloads). Each video has one or two sprites (two: one per half of the frame, never touching); a sprite has a
 shape (10 kinds, some non-convex or with a hole), a colour (11), a pattern (6, drawn in the sprite's own frame so
 it moves and turns with it) and a size class (3), and follows one of several motions (bouncing, orbit, zigzag,
 ease-in-out, figure eight) while spinning and gently pulsing. Backgrounds are multi-scale value noise mixed with
@@ -26,7 +26,7 @@ COLOURS = {
     'brown': (130, 80, 40), 'gray': (128, 128, 128), 'black': (25, 25, 25),
 }
 PATTERNS = ('plain', 'striped', 'checkered', 'dotted', 'gradient', 'ringed')
-SIZES = {'small': (0.08, 0.11), 'medium': (0.12, 0.16), 'large': (0.17, 0.23)}  # radius / frame side
+SIZES = {'small': (0.10, 0.13), 'medium': (0.14, 0.18), 'large': (0.19, 0.25)}  # radius / frame side
 MOTIONS = ('bounce', 'orbit', 'zigzag', 'ease', 'eight')
 
 
@@ -120,7 +120,9 @@ def background_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def trajectory(rng: np.random.Generator, n: int, radius: float, motion: str) -> np.ndarray:
   """(n, 2) centres (y, x) in [0,1] frame units, keeping the sprite inside the frame most of the time."""
-  lo, hi = radius + 0.02, 1 - radius - 0.02
+  lo, hi = 1.3 * radius + 0.02, 1 - 1.3 * radius - 0.02  # shapes reach ~1.25 radii when turned and stretched
+  if lo >= hi:
+    lo = hi = 0.5
   t = np.arange(n, dtype=np.float64)
   if motion == 'bounce':
     p = rng.uniform(lo, hi, 2)
@@ -173,7 +175,7 @@ class ProceduralSource(Source):
     self.seed = int(seed)
 
   def describe(self) -> dict:
-    return {'source': self.name, 'num_videos': self.num_videos, 'size': list(self.size),
+    return {'source': self.name, 'generator': 2, 'num_videos': self.num_videos, 'size': list(self.size),
             'min_frames': self.min_frames, 'max_frames': self.max_frames,
             'second_sprite_prob': self.second_sprite_prob, 'seed': self.seed}
 
@@ -186,9 +188,13 @@ class ProceduralSource(Source):
     rng = np.random.default_rng([self.seed, idx, 7])
     n = int(rng.integers(self.min_frames, self.max_frames + 1))
     sprites = []
-    for _ in range(1 + int(rng.random() < self.second_sprite_prob)):
-      size = str(rng.choice(list(SIZES)))
-      sprites.append(dict(
+    count = 1 + int(rng.random() < self.second_sprite_prob)
+    axis = int(rng.integers(2))
+    for k in range(count):
+      # two sprites live in the two halves of the frame (split along `axis`), so they never touch: a contact
+      # would be an occlusion, and the clip selection would rightly reject those frames
+      size = str(rng.choice(list(SIZES) if count == 1 else ['small', 'medium']))
+      sprites.append(dict(half=None if count == 1 else (axis, k),
           shape=str(rng.choice(SHAPES)), colour=str(rng.choice(list(COLOURS))), pattern=str(rng.choice(PATTERNS)),
           size=size, radius=float(rng.uniform(*SIZES[size])), motion=str(rng.choice(MOTIONS)),
           spin=float(rng.choice([0.0, rng.uniform(-0.08, 0.08)])), angle0=float(rng.uniform(0, 2 * np.pi)),
@@ -214,8 +220,16 @@ class ProceduralSource(Source):
     tex = background_texture(rng, h + 2 * pad, w + 2 * pad)
     frames = np.empty((n, h, w, 3), np.uint8)
     labels = np.zeros((n, h, w), np.uint8)
-    trajs = [trajectory(np.random.default_rng(sp['traj_seed']), n, sp['radius'] * side / min(h, w) * 1.0,
-                        sp['motion']) for sp in spec['sprites']]
+    trajs = []
+    for sp in spec['sprites']:
+      r = np.random.default_rng(sp['traj_seed'])
+      if sp['half'] is None:
+        trajs.append(trajectory(r, n, sp['radius'], sp['motion']))
+      else:
+        ax, k = sp['half']
+        tr = trajectory(r, n, 2 * sp['radius'], sp['motion'])  # in the half's own unit box
+        tr[:, ax] = 0.5 * tr[:, ax] + 0.5 * k
+        trajs.append(tr)
     for f in range(n):
       oy, ox = (pad + np.round(spec['pan'] * f)).astype(int)
       img = tex[oy:oy + h, ox:ox + w].copy()
