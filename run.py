@@ -1,5 +1,7 @@
 """The one entry point: `python run.py --config configs/<name>.py [--config.key=value ...]`."""
 
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -10,7 +12,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   from tgvac_jax import jobs  # after flag parsing, so --help stays fast
-  jobs.run(_CONFIG.value)
+  try:
+    jobs.run(_CONFIG.value)
+  except (ValueError, FileNotFoundError) as e:  # bad configs and inputs: one message, no traceback
+    sys.exit(f'run.py: error: {e}')
 
 
 if __name__ == '__main__':
