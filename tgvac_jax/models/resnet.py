@@ -45,13 +45,52 @@ class GroupNorm(nnx.Module):
     return y.astype(self.dtype or x.dtype)
 
 
+# On CPU, XLA's generic convolution is slow for wide, spatially small maps (SD's 16x16 .. 4x4 levels at a 32x32
+# latent): there a 3x3 conv runs faster as one matmul over its 9 shifted copies (im2col). A conv whose output has at
+# most this many pixels per image takes the matmul path on CPU; 0 disables it. Read at trace time.
+MATMUL_CONV_MAX_PIXELS = 256
+
+
+class Conv2d(nnx.Conv):
+  """`nnx.Conv` (kernel HWIO, same parameters) computing 1x1 convs as matmuls and, on CPU for small feature maps,
+  3x3 convs as im2col matmuls (see `MATMUL_CONV_MAX_PIXELS`); everything else goes to `lax.conv`."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.kernel[...]
+    bias = self.bias[...] if self.bias is not None else None
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = self.strides if isinstance(self.strides, (tuple, list)) else (self.strides,) * 2
+    pad = self.padding
+    simple = (x.ndim == 4 and self.feature_group_count == 1 and self.mask is None and isinstance(pad, (tuple, list))
+              and all(isinstance(p, (tuple, list)) for p in pad)
+              and (self.kernel_dilation in (1, (1, 1), None)) and (self.input_dilation in (1, (1, 1), None)))
+    if not simple:
+      return super().__call__(x)
+    n, h, w, _ = x.shape
+    (pt, pb), (pl, pr) = pad
+    ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    if kh == kw == 1 and sh == sw == 1 and not (pt or pb or pl or pr):
+      x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
+      y = jnp.dot(x, kernel[0, 0], precision=self.precision)
+    elif ho * wo <= MATMUL_CONV_MAX_PIXELS and jax.default_backend() == 'cpu':
+      x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
+      xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+      cols = [xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] for i in range(kh) for j in range(kw)]
+      y = jnp.dot(jnp.concatenate(cols, axis=-1), kernel.reshape(kh * kw * cin, cout), precision=self.precision)
+    else:
+      return super().__call__(x)
+    if bias is not None:
+      y = y + bias
+    return y
+
+
 def conv(in_channels: int, out_channels: int, kernel: int = 3, *, stride: int = 1, padding: int | str = 'SAME',
          dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Conv:
   """A 2-D conv with torch-style symmetric integer padding (`padding=1` for 3x3, 0 for 1x1)."""
   if isinstance(padding, int):
     padding = ((padding, padding), (padding, padding))
-  return nnx.Conv(in_channels, out_channels, (kernel, kernel), strides=(stride, stride), padding=padding,
-                  dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+  return Conv2d(in_channels, out_channels, (kernel, kernel), strides=(stride, stride), padding=padding,
+                dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 class ResnetBlock2D(nnx.Module):
