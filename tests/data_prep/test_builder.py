@@ -161,6 +161,9 @@ def test_cli(tmp_path, capsys):
   text = capsys.readouterr().out
   assert rc == 0 and '# average occlusion-coverage rate' in text and 'Mean #frames' in text
   assert os.path.exists(os.path.join(out, 'tgvac_clips', 'procedural_3x24x24', '1.0.0', 'stats.md'))
+  from data_prep import stats
+  stats.main([out])  # re-prints the saved table
+  assert '# synthesized video' in capsys.readouterr().out
   # a clear error, and no output, for a missing annotation folder
   root = fake.make_davis(str(tmp_path / 'davis'), seqs=('a', 'b'))
   import shutil
