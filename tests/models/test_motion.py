@@ -89,9 +89,10 @@ def base_models(torch_models):
   return from_torch(sd, cfg)[0], from_torch(sd, cfg, motion=MOTION)[0]
 
 
-def variant(video, **motion_changes):
+def variant(video, unet_remat: bool = False, **motion_changes):
   """A copy of `video` with other MotionConfig settings (same weights), built without a fresh random init."""
-  config = dataclasses.replace(video.config, motion=dataclasses.replace(video.config.motion, **motion_changes))
+  config = dataclasses.replace(video.config, remat=unet_remat,
+                               motion=dataclasses.replace(video.config.motion, **motion_changes))
   model = nnx.eval_shape(lambda: UNet2DConditionModel(config, rngs=nnx.Rngs(0)))
   nnx.update(model, nnx.state(video))
   return model
@@ -223,7 +224,8 @@ def test_unet_rejects_clip_longer_than_position_table(base_models):
 
 
 def test_optimizer_on_motion_params_trains_motion_only(torch_models, base_models, video_inputs):
-  video = nnx.clone(base_models[1])
+  """The stage-2 step, with remat of UNet blocks and motion modules (mixed differentiated / frozen weights)."""
+  video = variant(base_models[1], unet_remat=True, remat=True)
   load_motion_state(video, torch_models[1].state_dict())  # non-zero proj_out: every motion weight gets a gradient
   x, t, ctx = video_inputs
   motion_paths = set(flat_params(video, MotionParam))
@@ -244,8 +246,9 @@ def test_optimizer_on_motion_params_trains_motion_only(torch_models, base_models
   @jax.jit
   def step(state):
     model, optimizer = nnx.merge(graphdef, state)
-    loss_fn = lambda m: jnp.mean((m(x, t, ctx) - target) ** 2)  # noqa: E731
-    loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, MotionParam))(model)
+    gd, motion, frozen = nnx.split(model, MotionParam, ...)  # jax.grad on the motion state alone
+    loss_fn = lambda m: jnp.mean((nnx.merge(gd, m, frozen)(x, t, ctx) - target) ** 2)  # noqa: E731
+    loss, grads = jax.value_and_grad(loss_fn)(motion)
     optimizer.update(model, grads)
     return loss, nnx.state((model, optimizer))
 

@@ -178,5 +178,6 @@ class MotionModule(nnx.Module):
       raise ValueError(f'motion module: clip of {num_frames} frames is longer than the position encoding '
                        f'(max_seq_length={self.max_seq_length}); use shorter windows or a longer table')
     if self.remat:
-      return nnx.remat(lambda m, y: m._forward(y, num_frames))(self, x)  # pylint: disable=protected-access
+      return nnx.remat(lambda m, y: m._forward(y, num_frames), graph_updates=False)(  # mutates nothing
+          self, x)  # pylint: disable=protected-access
     return self._forward(x, num_frames)

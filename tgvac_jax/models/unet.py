@@ -261,7 +261,8 @@ class UNet2DConditionModel(nnx.Module):
   def _call(self, block, *args, num_frames: int):
     fn = lambda blk, *a: blk(*a, num_frames=num_frames)  # noqa: E731
     if self.config.remat:
-      fn = nnx.remat(fn)
+      fn = nnx.remat(fn, graph_updates=False)  # blocks mutate nothing; also lets jax.grad differentiate a
+      # subset of the weights (stage 2: MotionParam only) without a TraceContextError
     return fn(block, *args)
 
   def __call__(self, sample: jax.Array, timesteps: jax.Array | float, encoder_hidden_states: jax.Array
