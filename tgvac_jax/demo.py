@@ -95,7 +95,7 @@ def run(c) -> None:
   sampler = TemporalSamplerConfig(window_length=c.sample.window_length, stride=c.sample.stride,
                                   guidance_scale=c.sample.guidance_scale, chunk_size=c.sample.chunk_size,
                                   ddim=DDIMConfig(num_inference_steps=c.sample.steps))
-  completer = AmodalCompleter(unet, vae, text_encoder, text.Tokenize(text.load_tokenizer(tok_dir)),
+  completer = AmodalCompleter(unet, vae, text_encoder, text.Tokenize(tok_dir),
                               CompletionConfig(sampler=sampler))
 
   logging.info('[4/4] completing %d clips of %d frames (windows of %d, stride %d, %d DDIM steps)',

@@ -50,11 +50,22 @@ def write_char_tokenizer(folder: str | os.PathLike) -> int:
 
 
 class Tokenize:
-  """caption (or captions) -> int32 ids padded/truncated to 77, as SD-1.5 feeds its text encoder."""
+  """caption (or captions) -> int32 ids padded/truncated to 77, as SD-1.5 feeds its text encoder.
 
-  def __init__(self, tokenizer, max_length: int = MAX_LENGTH):
-    self.tokenizer = tokenizer
-    self.max_length = max_length
+  Loads the tokenizer from `folder` on first use, so it pickles into Grain worker processes as a path.
+  """
+
+  def __init__(self, folder: str | os.PathLike, max_length: int = MAX_LENGTH):
+    self.folder, self.max_length, self._tokenizer = str(folder), max_length, None
+
+  def __getstate__(self):
+    return {**self.__dict__, '_tokenizer': None}
+
+  @property
+  def tokenizer(self):
+    if self._tokenizer is None:
+      self._tokenizer = load_tokenizer(self.folder)
+    return self._tokenizer
 
   def __call__(self, text: str | Sequence[str]) -> np.ndarray:
     out = self.tokenizer(text, padding='max_length', truncation=True, max_length=self.max_length)

@@ -35,7 +35,7 @@ def parts(tmp_path_factory):
                                          down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
                                          up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), norm_num_groups=8,
                                          cross_attention_dim=16, attention_head_dim=2), rngs=rngs)
-  return unet, vae, clip, text.Tokenize(text.load_tokenizer(folder))
+  return unet, vae, clip, text.Tokenize(folder)
 
 
 def _video(seed, n=4, size=16):

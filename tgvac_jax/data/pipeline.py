@@ -12,7 +12,7 @@ Batch dict (B = per-process batch; clips have the F axis, frame batches do not):
   'occluder_mask'  (B,F,H,W)   uint8 {0,1}
   'occlusion_rate' (B,F)       float32  |A∩O|/|A| after augmentation (easy < 0.5 <= hard)
   'input_ids'      (B,L)       int32    only with `tokenizer=` (a picklable str -> ids callable, e.g.
-                                        `ClipTokenize(<tokenizer folder>)`, L = 77)
+                                        `tgvac_jax.text.Tokenize(<tokenizer folder>)`, L = 77)
   'caption'        (B,)        numpy str   host-only: drop it before building device arrays (see `device_batch`)
 With `output='uint8'` the three images are uint8 [0,255] and 'visible_mask' is uint8 {0,1} (B,F,H,W): 4x less
 host memory and transfer; convert on device with `to_model_range`.
@@ -102,24 +102,6 @@ def _format(x: dict, output: str, tokenizer: Callable | None) -> dict:
   if tokenizer is not None:
     out['input_ids'] = np.asarray(tokenizer(x['caption']), np.int32)
   return out
-
-
-class ClipTokenize:
-  """A picklable tokenizer for `tokenizer=`: transformers' CLIPTokenizer from a local folder, loaded lazily in
-  each worker; str -> (max_length,) int32 ids, padded and truncated as SD-1.5 does."""
-
-  def __init__(self, folder: str, max_length: int = 77):
-    self.folder, self.max_length, self._tok = folder, max_length, None
-
-  def __getstate__(self):
-    return {'folder': self.folder, 'max_length': self.max_length, '_tok': None}
-
-  def __call__(self, text: str) -> np.ndarray:
-    if self._tok is None:
-      from transformers import CLIPTokenizer
-      self._tok = CLIPTokenizer.from_pretrained(self.folder, local_files_only=True)
-    ids = self._tok(text, padding='max_length', max_length=self.max_length, truncation=True)['input_ids']
-    return np.asarray(ids, np.int32)
 
 
 def to_model_range(batch: dict) -> dict:
