@@ -12,6 +12,37 @@ from tgvac_jax.models.attention import attend
 from tgvac_jax.models.resnet import GroupNorm, conv
 
 
+# On CPU, attention over long sequences (4096 tokens at a 64x64 latent, 1024 at 32x32) is faster computed in blocks
+# of this many queries (the score block stays in cache) with the softmax scale folded into q. Read at trace time.
+CPU_QUERY_BLOCK = 256
+
+
+def _softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """softmax(q k^T) v on (B, T, H, D) with q pre-scaled; softmax in float32."""
+  s = jnp.einsum('bthd,bshd->bhts', q, k, preferred_element_type=jnp.float32)
+  p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+  return jnp.einsum('bhts,bshd->bthd', p, v)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, implementation: str | None = None
+              ) -> jax.Array:
+  """Multi-head attention on (B, T, H*D) projections.
+
+  Goes through `attention.attend` (`jax.nn.dot_product_attention`), except on CPU with `implementation` None or
+  'blocked' and more than `CPU_QUERY_BLOCK` queries: there the same softmax(q k^T / sqrt(D)) v is computed block
+  by block of queries (`lax.map`), which XLA:CPU runs ~2x faster than the one-shot form.
+  """
+  b, t, c = q.shape
+  blocked = implementation == 'blocked' or (implementation is None and jax.default_backend() == 'cpu')
+  if not blocked or t <= CPU_QUERY_BLOCK or t % CPU_QUERY_BLOCK:
+    return attend(q, k, v, heads, implementation=None if implementation == 'blocked' else implementation)
+  d = c // heads
+  qh = (q * jnp.asarray(d ** -0.5, q.dtype)).reshape(b, t // CPU_QUERY_BLOCK, CPU_QUERY_BLOCK, heads, d)
+  kh, vh = k.reshape(b, -1, heads, d), v.reshape(b, -1, heads, d)
+  out = jax.lax.map(lambda qb: _softmax_attention(qb, kh, vh), qh.transpose(1, 0, 2, 3, 4))
+  return out.transpose(1, 0, 2, 3, 4).reshape(b, t, c)
+
+
 class Identity(nnx.Module):
   """Parameter-free slot (diffusers' Dropout entries), so list indices match the torch module tree."""
 
@@ -39,7 +70,7 @@ class Attention(nnx.Module):
     """x: (N, T, C); context: (N, S, C_ctx) or None (self-attention)."""
     context = x if context is None else context
     q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
-    out = attend(q, k, v, self.heads, implementation=self.implementation)
+    out = attention(q, k, v, self.heads, self.implementation)
     return self.to_out[0](out)
 
 
