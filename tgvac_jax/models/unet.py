@@ -176,14 +176,6 @@ def create_unet(config: UNetConfig, *, seed: int = 0, dtype=None, param_dtype=jn
   return nnx.merge(graphdef, state)
 
 
-def _motion_mid(motion) -> bool:
-  """Whether the mid block gets motion modules (AnimateDiff v2+: yes)."""
-  for name in ('use_motion_mid_block', 'mid_block', 'use_mid_block'):
-    if hasattr(motion, name):
-      return bool(getattr(motion, name))
-  return True
-
-
 class UNet2DConditionModel(nnx.Module):
   """conv_in -> down_blocks -> mid_block -> up_blocks -> conv_norm_out/SiLU/conv_out, time-conditioned by
   time_proj/time_embedding and text-conditioned by cross-attention. See the module docstring for shapes."""
@@ -222,7 +214,7 @@ class UNet2DConditionModel(nnx.Module):
           boc[-1], temb_dim, transformer_layers_per_block=tl[-1], resnet_eps=c.norm_eps,
           resnet_groups=c.norm_num_groups, num_attention_heads=heads[-1],
           output_scale_factor=c.mid_block_scale_factor,
-          motion=c.motion if c.motion is not None and _motion_mid(c.motion) else None, **attn_kw, **kw)
+          motion=c.motion if c.motion is not None and c.motion.use_mid_block else None, **attn_kw, **kw)
 
     rev, rev_heads, rev_tl = boc[::-1], heads[::-1], tl[::-1]
     up, out_ch = [], rev[0]
