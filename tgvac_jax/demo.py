@@ -30,6 +30,7 @@ from tgvac_jax.diffusion.ddim import DDIMConfig
 from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig
 from tgvac_jax.infer.complete import AmodalCompleter, CompletionConfig
 from tgvac_jax.models.clip import CLIPTextConfig, CLIPTextModel
+from tgvac_jax.models.init import jit_init
 from tgvac_jax.models.motion import MotionConfig
 from tgvac_jax.models.unet import UNetConfig, create_unet
 from tgvac_jax.models.vae import AutoencoderKL, AutoencoderKLConfig
@@ -51,8 +52,8 @@ def _models(c, vocab_size: int):
                         norm_num_groups=16, cross_attention_dim=m.text_width, attention_head_dim=4,
                         sample_size=c.data.size // vae_cfg.downsample_factor,
                         motion=MotionConfig(num_attention_heads=4, norm_num_groups=16) if m.motion else None)
-  rngs = nnx.Rngs(c.seed)
-  return create_unet(unet_cfg, seed=c.seed), AutoencoderKL(vae_cfg, rngs=rngs), CLIPTextModel(text_cfg, rngs=rngs)
+  return (create_unet(unet_cfg, seed=c.seed), jit_init(lambda: AutoencoderKL(vae_cfg, rngs=nnx.Rngs(c.seed + 1))),
+          jit_init(lambda: CLIPTextModel(text_cfg, rngs=nnx.Rngs(c.seed + 2))))
 
 
 def _save_clip(folder: str, batch: dict, i: int, rgb: np.ndarray, mask: np.ndarray) -> dict:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tgvac_jax.models.init import jit_init
 from tgvac_jax.models.embeddings import TimestepEmbedding, Timesteps
 from tgvac_jax.models.resnet import GroupNorm, conv
 from tgvac_jax.models.unet_blocks import DOWN_BLOCKS, MID_BLOCKS, UP_BLOCKS
@@ -169,11 +170,7 @@ class UNetConfig:
 
 def create_unet(config: UNetConfig, *, seed: int = 0, dtype=None, param_dtype=jnp.float32) -> UNet2DConditionModel:
   """A randomly initialised UNet, initialised inside one `jax.jit` (much faster than op-by-op eager init)."""
-  def make():
-    return UNet2DConditionModel(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
-  graphdef, _ = nnx.split(nnx.eval_shape(make))
-  state = jax.jit(lambda: nnx.split(make())[1])()
-  return nnx.merge(graphdef, state)
+  return jit_init(lambda: UNet2DConditionModel(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed)))
 
 
 class UNet2DConditionModel(nnx.Module):
