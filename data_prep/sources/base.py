@@ -115,6 +115,26 @@ def read_label(path: str, index: int | None = None) -> np.ndarray:
     raise FrameError(path, f'{type(e).__name__}: {e}', index) from e
 
 
+def read_labels(paths: Sequence[str], video: str) -> tuple[np.ndarray, np.ndarray]:
+  """A video's annotation PNGs -> labels (N,H,W) uint8 and readable (N,) bool. An unreadable or mis-sized frame
+  becomes an empty, unusable one; a video with no readable annotation at all is a VideoError."""
+  labels, ok, shape = [], [], None
+  for i, path in enumerate(paths):
+    try:
+      lab = read_label(path, i)
+      shape = shape or lab.shape
+      if lab.shape != shape:
+        raise FrameError(path, f'size {lab.shape} differs from {shape}', i)
+      labels.append(lab.astype(np.uint8))
+      ok.append(True)
+    except FrameError:
+      labels.append(None)
+      ok.append(False)
+  if shape is None:
+    raise VideoError(f'{video}: no readable annotation')
+  return np.stack([l if l is not None else np.zeros(shape, np.uint8) for l in labels]), np.asarray(ok)
+
+
 def read_binary_mask(path: str, index: int | None = None) -> np.ndarray:
   """A mask file -> (H,W) bool (any nonzero pixel is foreground)."""
   return read_label(path, index) > 0

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from data_prep.sources.base import (FrameError, Source, SourceError, Track, VideoError, read_label, read_rgb)
+from data_prep.sources.base import Source, SourceError, Track, VideoError, read_labels, read_rgb
 
 IMAGE_EXT = ('.jpg', '.jpeg', '.png')
 
@@ -70,23 +70,8 @@ class DavisSource(Source):
   @functools.lru_cache(maxsize=2)
   def _labels(self, seq: str) -> tuple[np.ndarray, np.ndarray]:
     """-> labels (N,H,W) uint8, readable (N,) bool. Unreadable annotations become empty, unusable frames."""
-    frames, anns = self._files(seq)
-    labels, ok, shape = [], [], None
-    for i, a in enumerate(anns):
-      try:
-        lab = read_label(a, i)
-        shape = shape or lab.shape
-        if lab.shape != shape:
-          raise FrameError(a, f'size {lab.shape} differs from {shape}', i)
-        labels.append(lab.astype(np.uint8))
-        ok.append(True)
-      except FrameError:
-        labels.append(None)
-        ok.append(False)
-    if shape is None:
-      raise VideoError(f'{seq}: no readable annotation')
-    labels = [l if l is not None else np.zeros(shape, np.uint8) for l in labels]
-    return np.stack(labels), np.asarray(ok)
+    _, anns = self._files(seq)
+    return read_labels(anns, seq)
 
   def class_of(self, seq: str, obj: int) -> str:
     sem = self.semantics.get(seq, {})

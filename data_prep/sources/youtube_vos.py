@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from data_prep.sources.base import FrameError, Source, SourceError, Track, VideoError, read_label, read_rgb
+from data_prep.sources.base import Source, SourceError, Track, VideoError, read_labels, read_rgb
 
 
 class YoutubeVOSSource(Source):
@@ -59,21 +59,7 @@ class YoutubeVOSSource(Source):
   @functools.lru_cache(maxsize=2)
   def _labels(self, vid: str):
     _, anns, _ = self._files(vid)
-    labels, ok, shape = [], [], None
-    for i, a in enumerate(anns):
-      try:
-        lab = read_label(a, i)
-        shape = shape or lab.shape
-        if lab.shape != shape:
-          raise FrameError(a, f'size {lab.shape} differs from {shape}', i)
-        labels.append(lab.astype(np.uint8))
-        ok.append(True)
-      except FrameError:
-        labels.append(None)
-        ok.append(False)
-    if shape is None:
-      raise VideoError(f'{vid}: no readable annotation')
-    return np.stack([l if l is not None else np.zeros(shape, np.uint8) for l in labels]), np.asarray(ok)
+    return read_labels(anns, vid)
 
   def tracks(self, vid: str) -> list[Track]:
     frames, anns, n_src = self._files(vid)
