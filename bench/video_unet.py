@@ -10,9 +10,14 @@ Rows (all float32, one `jax.jit` program each: nnx.split once, pure function, nn
   motion        video UNet with motion modules; gradients for MotionParam only (the stage-2 step)
   motion_remat  same, with remat of every UNet block and of every motion module
   mm_remat      same, remat of the motion modules only
-`step` = median wall time of the compiled step; `peak` = XLA's compiled memory analysis (arguments + outputs +
-temporaries, aliasing subtracted), `temp` = temporaries alone (activations kept for the backward pass);
-`motion share` = (step - base step) / step.
+`step` = median wall time of the compiled step (rows interleaved); `GFLOP` = XLA's cost analysis of the step;
+`XLA temp` = the compiled program's temporary buffers (memory_analysis: peak working memory beyond weights and
+inputs); `residuals` = activations JAX saves for the backward pass (what remat trades for recomputation);
+`motion share` = (row - base) / row, by wall time and by FLOPs (for motion_remat it includes the spatial
+recomputation as well).
+Note: XLA:CPU schedules rematerialised computations early, so remat barely changes `XLA temp` on CPU (jax issue
+#19822); the `residuals` column is the backend-independent measure of what remat saves, and on GPU the
+memory-aware scheduler turns it into a lower peak.
 """
 
 from __future__ import annotations
@@ -46,52 +51,55 @@ def build(row: str) -> UNet2DConditionModel:
   return UNet2DConditionModel(config, rngs=nnx.Rngs(0))
 
 
-def step_fn(model: UNet2DConditionModel, row: str):
-  """A jitted (state, x, t, ctx, target) -> (loss, grads) and the state to call it with."""
-  if row == 'base':
-    graphdef, state = nnx.split(model)
-
-    def loss_x(x, state, t, ctx, target):
-      return jnp.mean((nnx.merge(graphdef, state)(x, t, ctx) - target) ** 2)
-    fn = jax.jit(lambda state, x, t, ctx, target: jax.value_and_grad(loss_x)(x, state, t, ctx, target))
-    return fn, state
-  graphdef, motion, rest = nnx.split(model, MotionParam, ...)
-
-  def loss_m(motion, rest, x, t, ctx, target):
-    return jnp.mean((nnx.merge(graphdef, motion, rest)(x, t, ctx) - target) ** 2)
-  fn = jax.jit(lambda state, x, t, ctx, target: jax.value_and_grad(loss_m)(state[0], state[1], x, t, ctx, target))
-  return fn, (motion, rest)
+def _nbytes(tree) -> int:
+  return sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(tree))
 
 
-def measure(row: str, frames: int, size: int, repeats: int) -> dict:
+def saved_residual_bytes(loss, arg) -> float:
+  """Bytes JAX keeps from the forward pass for d loss / d arg (weights and inputs excluded): the activation
+  memory that remat trades for recomputation, whatever the backend's scheduler does with it."""
+  try:
+    from jax._src.ad_checkpoint import saved_residuals  # pylint: disable=import-outside-toplevel
+  except ImportError:  # private helper moved: report nothing rather than fail
+    return float('nan')
+  skip = ('from the argument', 'from a constant', 'from a literal')
+  return float(sum(a.size * a.dtype.itemsize for a, why in saved_residuals(loss, arg) if not why.startswith(skip)))
+
+
+def prepare(row: str, frames: int, size: int) -> dict:
+  """Builds the model of `row` and compiles its training step; returns the callable and static measurements."""
   model = build(row)
-  fn, state = step_fn(model, row)
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((1, frames, size, size, MEDIUM['in_channels']), np.float32))
   t = jnp.asarray([500.0], jnp.float32)
   ctx = jnp.asarray(rng.standard_normal((1, 77, MEDIUM['cross_attention_dim']), np.float32))
   target = jnp.asarray(rng.standard_normal((1, frames, size, size, 4), np.float32))
+  if row == 'base':  # frozen frame UNet: backward to the input only
+    graphdef, params = nnx.split(model)
+    state = (params,)
+    loss = lambda x, params: jnp.mean((nnx.merge(graphdef, params)(x, t, ctx) - target) ** 2)  # noqa: E731
+    fn = jax.jit(lambda state, x: jax.value_and_grad(loss)(x, *state))
+    residuals = saved_residual_bytes(lambda x: loss(x, params), x)
+  else:  # stage 2: gradients for MotionParam only
+    graphdef, motion, rest = nnx.split(model, MotionParam, ...)
+    state = (motion, rest)
+    loss = lambda motion, rest, x: jnp.mean(  # noqa: E731
+        (nnx.merge(graphdef, motion, rest)(x, t, ctx) - target) ** 2)
+    fn = jax.jit(lambda state, x: jax.value_and_grad(loss)(state[0], state[1], x))
+    residuals = saved_residual_bytes(lambda motion: loss(motion, rest, x), motion)
   t0 = time.perf_counter()
-  compiled = fn.lower(state, x, t, ctx, target).compile()
+  compiled = fn.lower(state, x).compile()
   compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()
-  peak = temp = float('nan')
-  if mem is not None:
-    temp = mem.temp_size_in_bytes
-    peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-            - mem.alias_size_in_bytes)
-  jax.block_until_ready(compiled(state, x, t, ctx, target))  # warm-up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(state, x, t, ctx, target))
-    times.append(time.perf_counter() - t0)
-  n_motion = sum(v.get_value().size for v in jax.tree.leaves(nnx.state(model, MotionParam),
-                                                              is_leaf=lambda v: isinstance(v, nnx.Variable)))
-  n_all = sum(v.get_value().size for v in jax.tree.leaves(nnx.state(model, nnx.Param),
-                                                           is_leaf=lambda v: isinstance(v, nnx.Variable)))
-  return dict(row=row, step=statistics.median(times), compile=compile_s, peak=peak, temp=temp,
-              motion_params=n_motion, params=n_all)
+  temp = float(mem.temp_size_in_bytes) if mem is not None else float('nan')
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get('flops', float('nan'))) if cost else float('nan')
+  jax.block_until_ready(compiled(state, x))  # warm-up
+  params = nnx.state(model, nnx.Param)
+  return dict(row=row, call=lambda: jax.block_until_ready(compiled(state, x)), compile=compile_s, temp=temp,
+              residuals=residuals, flops=flops, params=_nbytes(params) / 4,
+              motion_params=_nbytes(nnx.state(model, MotionParam)) / 4, times=[])
 
 
 def main(argv=None):
@@ -101,17 +109,29 @@ def main(argv=None):
   p.add_argument('--repeats', type=int, default=3)
   p.add_argument('--rows', default='base,motion,motion_remat,mm_remat')
   args = p.parse_args(argv)
-  rows = [measure(r, args.frames, args.size, args.repeats) for r in args.rows.split(',')]
-  base = next((r['step'] for r in rows if r['row'] == 'base'), None)
+  rows = [prepare(r, args.frames, args.size) for r in args.rows.split(',')]
+  for _ in range(args.repeats):  # interleaved, so a shared CPU's load drifts evenly over the rows
+    for r in rows:
+      t0 = time.perf_counter()
+      r['call']()
+      r['times'].append(time.perf_counter() - t0)
+  base = next((r for r in rows if r['row'] == 'base'), None)
   print(f'\nvideo UNet fwd+bwd, {args.frames} frames, {args.size}x{args.size} latent, batch 1, fp32, '
-        f'block_out_channels {MEDIUM["block_out_channels"]}, layers_per_block {MEDIUM["layers_per_block"]}; '
-        f'{jax.devices()[0].device_kind} x{jax.device_count()}')
-  print(f'{"row":<14}{"params (M)":>12}{"motion (M)":>12}{"step (s)":>10}{"compile (s)":>13}{"peak (GiB)":>12}'
-        f'{"temp (GiB)":>12}{"motion share":>14}')
+        f'block_out_channels {MEDIUM["block_out_channels"]}, layers_per_block {MEDIUM["layers_per_block"]}, '
+        f'{args.repeats} interleaved repeats (median); {jax.devices()[0].device_kind} x{jax.device_count()}')
+  head = (f'{"row":<14}{"params M":>10}{"motion M":>10}{"GFLOP":>9}{"step s":>9}{"compile s":>11}'
+          f'{"XLA temp GiB":>14}{"residuals GiB":>15}{"motion share (time/flops)":>27}')
+  print(head)
+  print('-' * len(head))
   for r in rows:
-    share = '-' if base is None or r['row'] == 'base' else f'{(r["step"] - base) / r["step"]:.0%}'
-    print(f'{r["row"]:<14}{r["params"] / 1e6:>12.2f}{r["motion_params"] / 1e6:>12.2f}{r["step"]:>10.2f}'
-          f'{r["compile"]:>13.1f}{r["peak"] / 2**30:>12.2f}{r["temp"] / 2**30:>12.2f}{share:>14}')
+    step = statistics.median(r['times'])
+    share = '-'
+    if base is not None and r is not base:
+      b = statistics.median(base['times'])
+      share = f'{(step - b) / step:.0%} / {(r["flops"] - base["flops"]) / r["flops"]:.0%}'
+    print(f'{r["row"]:<14}{r["params"] / 1e6:>10.2f}{r["motion_params"] / 1e6:>10.2f}{r["flops"] / 1e9:>9.0f}'
+          f'{step:>9.2f}{r["compile"]:>11.1f}{r["temp"] / 2**30:>14.2f}{r["residuals"] / 2**30:>15.2f}'
+          f'{share:>27}')
 
 
 if __name__ == '__main__':

@@ -91,7 +91,7 @@ def as_motion_params(module: nnx.Module) -> nnx.Module:
   for _, sub in nnx.iter_modules(module):
     for name, value in list(vars(sub).items()):
       if isinstance(value, nnx.Param) and not isinstance(value, MotionParam):
-        setattr(sub, name, MotionParam(value.get_value()))
+        setattr(sub, name, MotionParam(value.get_value(), **value.get_metadata()))
   return module
 
 
