@@ -43,8 +43,12 @@ def _is_component(folder: Path) -> bool:
   return path.is_file() and '_class' in json.loads(path.read_text())
 
 
-def export_component(src: Path, dst: Path) -> tuple[str, str]:
-  """Writes one of our component folders as a diffusers/transformers folder; returns (library, class)."""
+def export_component(src: Path, dst: Path, motion_dst: Path | None = None) -> tuple[str, str]:
+  """Writes one of our component folders as a diffusers/transformers folder; returns (library, class).
+
+  A UNet with motion modules becomes a `UNet2DConditionModel` (its spatial weights) plus a diffusers
+  `MotionAdapter` folder at `motion_dst` (default `dst/motion_adapter`), the pair `UNetMotionModel.from_unet2d`
+  and `AnimateDiffPipeline` take."""
   import safetensors.numpy  # pylint: disable=import-outside-toplevel
   from tgvac_jax.models import checkpoint  # pylint: disable=import-outside-toplevel
   cls = checkpoint.read_config(src)['_class']
@@ -61,6 +65,9 @@ def export_component(src: Path, dst: Path) -> tuple[str, str]:
   else:
     config = {**config, 'dtype': TORCH_DTYPE, 'transformers_version': _version('transformers')}
   (dst / 'config.json').write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
+  if getattr(module.config, 'motion', None) is not None:
+    from convert.animatediff import save_motion_adapter  # pylint: disable=import-outside-toplevel
+    save_motion_adapter(module, str(motion_dst or dst / 'motion_adapter'))
   return lib, cls
 
 
@@ -97,7 +104,7 @@ def export_folder(ckpt: str | Path, out: str | Path, *, log=print) -> None:
     entries = {}
     for p in subdirs:
       if p in components:
-        lib, cls = export_component(p, tmp / p.name)
+        lib, cls = export_component(p, tmp / p.name, motion_dst=tmp / 'motion_adapter')
         entries[p.name] = [lib, cls]
         log(f'exported {p.name} ({cls})')
       else:

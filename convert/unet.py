@@ -17,6 +17,8 @@ import numpy as np
 from flax import nnx
 
 from convert.rules import ConversionError, load_torch_state, torch_state
+from tgvac_jax.models.init import jit_init
+from tgvac_jax.models.motion import MotionParam
 from tgvac_jax.models.unet import UNet2DConditionModel, UNetConfig
 
 CONV_IN = 'conv_in.weight'
@@ -38,12 +40,9 @@ def expand_conv_in(weight: np.ndarray, in_channels: int) -> np.ndarray:
   return grown
 
 
-def _motion_filter():
-  try:
-    from tgvac_jax.models.motion import MotionParam  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return nnx.Param
-  return nnx.All(nnx.Param, nnx.Not(MotionParam))
+# The weights a diffusers `UNet2DConditionModel` has: everything but the motion modules (those travel as a
+# diffusers `MotionAdapter`, see convert/animatediff.py).
+SPATIAL = nnx.All(nnx.Param, nnx.Not(MotionParam))
 
 
 def from_torch(state_dict: Mapping[str, Any], config_dict: Mapping[str, Any], in_channels: int | None = None, *,
@@ -75,8 +74,9 @@ def from_torch(state_dict: Mapping[str, Any], config_dict: Mapping[str, Any], in
     state = nnx.state(module)
     nnx.update(module, jax.tree.map(jnp.asarray, state))
   else:
-    module = UNet2DConditionModel(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0))
-    load_torch_state(module, sd, what='UNet', filter=_motion_filter())
+    module = jit_init(lambda: UNet2DConditionModel(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+    load_torch_state(module, sd, what='UNet', filter=SPATIAL)
+    nnx.update(module, jax.tree.map(jnp.asarray, nnx.state(module, SPATIAL)))
   return module, config
 
 
@@ -85,8 +85,8 @@ def to_torch(module: UNet2DConditionModel, config: UNetConfig | None = None
   """(diffusers state dict as float32 numpy, diffusers config dict) of our UNet.
 
   `diffusers.UNet2DConditionModel.from_config(config_dict)` builds the same network and `load_state_dict` (strict)
-  takes the state dict (after `torch.from_numpy`). Motion weights, if any, are exported under their
-  `*.motion_modules.*` names (diffusers `UNetMotionModel` layout).
+  takes the state dict (after `torch.from_numpy`). Motion weights are left out: export them as a diffusers
+  `MotionAdapter` with `convert.animatediff.save_motion_adapter`.
   """
   config = config or module.config
-  return torch_state(module), config.to_dict()
+  return torch_state(module, filter=SPATIAL), config.to_dict()

@@ -107,3 +107,31 @@ def test_errors_write_nothing(folders, tmp_path, capsys):
   assert "class 'Mystery'" in capsys.readouterr().err
   assert not out.exists()
   assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
+
+
+def test_motion_unet_exports_as_unet2d_plus_motion_adapter(tmp_path):
+  """A video UNet leaves as a diffusers UNet2DConditionModel (spatial weights) + MotionAdapter that diffusers loads,
+  and both come back into a fresh video UNet exactly."""
+  from diffusers import MotionAdapter, UNet2DConditionModel  # pylint: disable=import-outside-toplevel
+  from convert import animatediff, unet as convert_unet  # pylint: disable=import-outside-toplevel
+  from convert.rules import flat_params  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.models.motion import MotionConfig  # pylint: disable=import-outside-toplevel
+  sd = {k: v.numpy() for k, v in tiny_sd.unet_model().state_dict().items()}
+  ours, config = convert_unet.from_torch(sd, tiny_sd.unet_model().config, in_channels=12,
+                                         motion=MotionConfig(num_attention_heads=2, norm_num_groups=8))
+  rng = np.random.default_rng(0)
+  for path, var in flat_params(ours).items():  # non-zero motion weights, so the test can fail
+    if '.motion_modules.' in path:
+      var.set_value(var.get_value() + 0.05 * rng.standard_normal(var.get_value().shape).astype(np.float32))
+  checkpoint.save_component(ours, tmp_path / 'ours')
+  assert to_diffusers.main([str(tmp_path / 'ours'), str(tmp_path / 'out')]) == 0
+  unet2d = UNet2DConditionModel.from_pretrained(str(tmp_path / 'out'))
+  adapter = MotionAdapter.from_pretrained(str(tmp_path / 'out' / 'motion_adapter'))
+  assert unet2d.config.in_channels == 12 and adapter.config.block_out_channels == list(config.block_out_channels)
+  back, _ = convert_unet.from_torch({k: v.numpy() for k, v in unet2d.state_dict().items()}, dict(unet2d.config),
+                                    motion=config.motion)
+  animatediff.load_motion(back, str(tmp_path / 'out' / 'motion_adapter'))
+  want, got = flat_params(ours), flat_params(back)
+  assert want.keys() == got.keys()
+  for k in want:
+    np.testing.assert_array_equal(np.asarray(got[k].get_value()), np.asarray(want[k].get_value()), err_msg=k)
