@@ -33,7 +33,13 @@ def main() -> None:
   p.add_argument('--size', type=int, default=32, help='latent height = width')
   p.add_argument('--repeats', type=int, default=7)
   p.add_argument('--xla-flags', default=None, help='extra XLA_FLAGS for our side')
+  p.add_argument('--threads', type=int, default=0,
+                 help='1: pin the process to one core, torch.set_num_threads(1), single-threaded XLA (a per-core '
+                      'comparison that a shared, oversubscribed CPU disturbs less); 0: library defaults')
   args = p.parse_args()
+  if args.threads == 1:
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+    args.xla_flags = ((args.xla_flags or '') + ' --xla_cpu_multi_thread_eigen=false').strip()
   if args.xla_flags:
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + args.xla_flags).strip()
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -47,6 +53,8 @@ def main() -> None:
   from convert.unet import from_torch  # pylint: disable=import-outside-toplevel
   from tgvac_jax.models.unet import UNetConfig  # pylint: disable=import-outside-toplevel
 
+  if args.threads == 1:
+    torch.set_num_threads(1)
   print(f'cpu count {os.cpu_count()}, torch threads {torch.get_num_threads()}, jax {jax.__version__} '
         f'({jax.devices()[0].platform}), torch {torch.__version__}, diffusers {diffusers.__version__}, '
         f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, load avg {os.getloadavg()[0]:.1f}', flush=True)

@@ -139,17 +139,29 @@ def test_remat_and_bf16(small):
   assert rel(np.asarray(out, np.float32), ref) < 5e-2
 
 
-@pytest.mark.parametrize('kernel,stride,padding', [(3, 1, 1), (3, 2, 1), (3, 2, 0), (1, 1, 0)])
-def test_conv2d_matmul_paths_match_lax(monkeypatch, kernel, stride, padding):
-  """Conv2d's matmul paths (1x1 as dot, small 3x3 as im2col) equal lax.conv (forced with the threshold at 0)."""
+@pytest.mark.parametrize('kernel,stride,padding,cin', [(3, 1, 1, 6), (3, 2, 1, 6), (3, 2, 0, 6), (1, 1, 0, 6), (3, 1, 1, 64)])
+def test_conv2d_matmul_paths_match_lax(monkeypatch, kernel, stride, padding, cin):
+  """Conv2d's matmul paths (1x1 as dot, small 3x3 as im2col, few output channels as row-shifted dots) equal
+  nnx.Conv's lax.conv."""
   from tgvac_jax.models import resnet  # pylint: disable=import-outside-toplevel
-  layer = resnet.conv(6, 5, kernel, stride=stride, padding=padding, rngs=nnx.Rngs(0))
-  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 9, 9, 6), np.float32))
+  layer = resnet.conv(cin, 5, kernel, stride=stride, padding=padding, rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 9, 9, cin), np.float32))
   monkeypatch.setattr(resnet, 'MATMUL_CONV_MAX_PIXELS', 10_000)
   fast = layer(x)
   monkeypatch.setattr(resnet, 'MATMUL_CONV_MAX_PIXELS', 0)
   ref = nnx.Conv.__call__(layer, x)
   assert fast.shape == ref.shape
+  np.testing.assert_allclose(np.asarray(fast), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_subpixel_upsample_matches_upsample_then_conv(monkeypatch):
+  from tgvac_jax.models import resnet  # pylint: disable=import-outside-toplevel
+  up = resnet.Upsample2D(8, 6, rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 5, 7, 8), np.float32))
+  monkeypatch.setattr(resnet, 'SUBPIXEL_UPSAMPLE', True)
+  fast = up(x)
+  ref = nnx.Conv.__call__(up.conv, resnet.upsample_nearest2x(x))
+  assert fast.shape == ref.shape == (2, 10, 14, 6)
   np.testing.assert_allclose(np.asarray(fast), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
 

@@ -32,56 +32,72 @@ class GroupNorm(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     n, c, g = x.shape[0], x.shape[-1], self.num_groups
-    xf = x.astype(jnp.float32)
-    xg = xf.reshape(n, -1, g, c // g)
-    mean = jnp.mean(xg, axis=(1, 3), keepdims=True)
-    var = jnp.mean(jnp.square(xg - mean), axis=(1, 3), keepdims=True)
-    inv = jax.lax.rsqrt(var + self.eps)  # (n, 1, g, 1)
-    scale = self.scale[...].astype(jnp.float32).reshape(1, 1, g, c // g)
-    a = (inv * scale).reshape(n, c)
-    b = self.bias[...].astype(jnp.float32).reshape(1, c) - (mean * inv * scale).reshape(n, c)
+    xf = x.astype(jnp.float32).reshape(n, -1, c)
+    count = xf.shape[1] * (c // g)
+    # Two passes, both reducing over the pixel axis per channel (contiguous, vectorised on CPU), then summing the
+    # tiny (n, c) results per group: mean first, then the mean squared deviation from the group mean.
+    mean = jnp.sum(xf, axis=1).reshape(n, g, c // g).sum(-1) / count  # (n, g)
+    mean_c = jnp.repeat(mean, c // g, axis=1)  # (n, c)
+    var = jnp.sum(jnp.square(xf - mean_c[:, None, :]), axis=1).reshape(n, g, c // g).sum(-1) / count
+    a = jnp.repeat(jax.lax.rsqrt(var + self.eps), c // g, axis=1) * self.scale[...].astype(jnp.float32)
+    b = self.bias[...].astype(jnp.float32) - mean_c * a
     bshape = (n,) + (1,) * (x.ndim - 2) + (c,)
-    y = xf * a.reshape(bshape) + b.reshape(bshape)
+    y = x.astype(jnp.float32) * a.reshape(bshape) + b.reshape(bshape)
     return y.astype(self.dtype or x.dtype)
 
 
-# On CPU, XLA's generic convolution is slow for wide, spatially small maps (SD's 16x16 .. 4x4 levels at a 32x32
-# latent): there a 3x3 conv runs faster as one matmul over its 9 shifted copies (im2col). A conv whose output has at
-# most this many pixels per image takes the matmul path on CPU; 0 disables it. Read at trace time.
-MATMUL_CONV_MAX_PIXELS = 256
+# On CPU, XLA's generic convolution is slow for wide, spatially small maps (SD's 8x8 and 4x4 levels at a 32x32
+# latent: 1.7-2x): there a 3x3 conv runs faster as one matmul over its 9 shifted copies (im2col). A conv whose output
+# has at most this many pixels per image takes the matmul path on CPU; 0 disables it. Read at trace time.
+MATMUL_CONV_MAX_PIXELS = 64
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int] = (1, 1),
+           padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0)), precision=None) -> jax.Array:
+  """NHWC x HWIO convolution without bias: 1x1 as a dot; on CPU, <= 64 output channels from >= 64 input channels
+  as row-shifted dots, outputs of at most `MATMUL_CONV_MAX_PIXELS` pixels as an im2col dot; otherwise
+  `lax.conv_general_dilated`."""
+  kh, kw, cin, cout = kernel.shape
+  sh, sw = strides
+  (pt, pb), (pl, pr) = padding
+  _, h, w, _ = x.shape
+  ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+  if kh == kw == 1 and sh == sw == 1 and not (pt or pb or pl or pr):
+    return jnp.dot(x, kernel[0, 0], precision=precision)
+  cpu = jax.default_backend() == 'cpu'
+  if cpu and sh == sw == 1 and kh > 1 and cout <= 64 <= cin:
+    # XLA:CPU's conv does not use a second thread for so few output channels; kh row-shifted dots over
+    # column-unfolded input do (1.5x on 2 cores at 32x32x64).
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    cols = jnp.concatenate([xp[:, :, j:j + wo, :] for j in range(kw)], axis=-1)  # (N, H+pt+pb, Wo, kw*Cin)
+    wk = kernel.reshape(kh, kw * cin, cout)
+    return sum(jnp.dot(cols[:, i:i + ho], wk[i], precision=precision) for i in range(kh))
+  if ho * wo <= MATMUL_CONV_MAX_PIXELS and cpu:
+    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    cols = [xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] for i in range(kh) for j in range(kw)]
+    return jnp.dot(jnp.concatenate(cols, axis=-1), kernel.reshape(kh * kw * cin, cout), precision=precision)
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                      precision=precision)
 
 
 class Conv2d(nnx.Conv):
-  """`nnx.Conv` (kernel HWIO, same parameters) computing 1x1 convs as matmuls and, on CPU for small feature maps,
-  3x3 convs as im2col matmuls (see `MATMUL_CONV_MAX_PIXELS`); everything else goes to `lax.conv`."""
+  """`nnx.Conv` (kernel HWIO, same parameters) computed by `conv2d` for plain 2-D convs (integer padding, no
+  dilation or groups); anything else falls back to `nnx.Conv`."""
+
+  def _plain(self, x: jax.Array) -> bool:
+    pad = self.padding
+    return (x.ndim == 4 and self.feature_group_count == 1 and self.mask is None and isinstance(pad, (tuple, list))
+            and all(isinstance(p, (tuple, list)) for p in pad)
+            and self.kernel_dilation in (1, (1, 1), None) and self.input_dilation in (1, (1, 1), None))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.kernel[...]
+    if not self._plain(x):
+      return super().__call__(x)
+    strides = tuple(self.strides) if isinstance(self.strides, (tuple, list)) else (self.strides,) * 2
     bias = self.bias[...] if self.bias is not None else None
-    kh, kw, cin, cout = kernel.shape
-    sh, sw = self.strides if isinstance(self.strides, (tuple, list)) else (self.strides,) * 2
-    pad = self.padding
-    simple = (x.ndim == 4 and self.feature_group_count == 1 and self.mask is None and isinstance(pad, (tuple, list))
-              and all(isinstance(p, (tuple, list)) for p in pad)
-              and (self.kernel_dilation in (1, (1, 1), None)) and (self.input_dilation in (1, (1, 1), None)))
-    if not simple:
-      return super().__call__(x)
-    n, h, w, _ = x.shape
-    (pt, pb), (pl, pr) = pad
-    ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    if kh == kw == 1 and sh == sw == 1 and not (pt or pb or pl or pr):
-      x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
-      y = jnp.dot(x, kernel[0, 0], precision=self.precision)
-    elif ho * wo <= MATMUL_CONV_MAX_PIXELS and jax.default_backend() == 'cpu':
-      x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
-      xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-      cols = [xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :] for i in range(kh) for j in range(kw)]
-      y = jnp.dot(jnp.concatenate(cols, axis=-1), kernel.reshape(kh * kw * cin, cout), precision=self.precision)
-    else:
-      return super().__call__(x)
-    if bias is not None:
-      y = y + bias
-    return y
+    x, kernel, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
+    y = conv2d(x, kernel, strides, tuple(tuple(p) for p in self.padding), self.precision)
+    return y if bias is None else y + bias
 
 
 def conv(in_channels: int, out_channels: int, kernel: int = 3, *, stride: int = 1, padding: int | str = 'SAME',
@@ -154,8 +170,32 @@ def upsample_nearest2x(x: jax.Array) -> jax.Array:
   return x.reshape(n, 2 * h, 2 * w, c)
 
 
+def _fold_taps(w: jax.Array, phase: int, axis: int) -> jax.Array:
+  """3 kernel taps along `axis` -> the 2 taps that act on the low-resolution input for output phase 0 or 1."""
+  a, b, c = jnp.split(w, 3, axis=axis)
+  return jnp.concatenate([a, b + c] if phase == 0 else [a + b, c], axis=axis)
+
+
+def upsample_conv(x: jax.Array, kernel: jax.Array, precision=None) -> jax.Array:
+  """conv3x3(pad 1)(nearest2x(x)) computed on the low-resolution grid ("sub-pixel"): each of the 4 output phases
+  is a 2x2 conv of x with summed taps, 4/9 of the FLOPs and no upsampled copy. Same result up to rounding."""
+  n, h, w, _ = x.shape
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  rows = []
+  for py in (0, 1):
+    ky = _fold_taps(kernel, py, 0)
+    rows.append(jnp.stack([conv2d(xp[:, py:py + h + 1, px:px + w + 1], _fold_taps(ky, px, 1), precision=precision)
+                           for px in (0, 1)], axis=3))  # (N, H, W, 2, C)
+  y = jnp.stack(rows, axis=2)  # (N, H, 2, W, 2, C)
+  return y.reshape(n, 2 * h, 2 * w, y.shape[-1])
+
+
+# Use the sub-pixel form of Upsample2D on CPU (on GPU cuDNN's direct conv is used). Read at trace time.
+SUBPIXEL_UPSAMPLE = True
+
+
 class Upsample2D(nnx.Module):
-  """Nearest 2x upsampling followed by a 3x3 conv (`conv`)."""
+  """Nearest 2x upsampling followed by a 3x3 conv (`conv`); on CPU computed in sub-pixel form (`upsample_conv`)."""
 
   def __init__(self, channels: int, out_channels: int | None = None, *, dtype=None, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
@@ -163,4 +203,10 @@ class Upsample2D(nnx.Module):
                      rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.conv(upsample_nearest2x(x))
+    c = self.conv
+    if SUBPIXEL_UPSAMPLE and jax.default_backend() == 'cpu' and x.ndim == 4 and c._plain(x):  # pylint: disable=protected-access
+      bias = c.bias[...] if c.bias is not None else None
+      x, kernel, bias = c.promote_dtype((x, c.kernel[...], bias), dtype=c.dtype)
+      y = upsample_conv(x, kernel, c.precision)
+      return y if bias is None else y + bias
+    return c(upsample_nearest2x(x))

@@ -38,9 +38,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, implementati
   kh = k.reshape(b, s, heads, d).transpose(0, 2, 3, 1)  # (B, H, D, S)
   vh = v.reshape(b, s, heads, d).transpose(0, 2, 1, 3)  # (B, H, S, D)
 
-  def block(qb):  # (B, H, blk, D)
+  def block(qb):  # (B, H, blk, D); normalising after the value product saves a pass over the scores
     scores = jnp.matmul(qb, kh, preferred_element_type=jnp.float32)
-    return jnp.matmul(jax.nn.softmax(scores, axis=-1).astype(v.dtype), vh)
+    p = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+    out = jnp.matmul(p.astype(v.dtype), vh, preferred_element_type=jnp.float32)
+    return (out / jnp.sum(p, axis=-1, keepdims=True)).astype(v.dtype)
 
   out = jax.lax.map(block, qh)  # (T/blk, B, H, blk, D)
   return out.transpose(1, 0, 3, 2, 4).reshape(b, t, c)
