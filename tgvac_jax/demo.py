@@ -19,6 +19,7 @@ import time
 import jax
 import numpy as np
 from absl import logging
+from flax import nnx
 from PIL import Image
 
 from data_prep.builder import BuildConfig, build
@@ -34,7 +35,6 @@ from tgvac_jax.models.init import jit_init
 from tgvac_jax.models.motion import MotionConfig
 from tgvac_jax.models.unet import UNetConfig, create_unet
 from tgvac_jax.models.vae import AutoencoderKL, AutoencoderKLConfig
-from flax import nnx
 
 
 def _models(c, vocab_size: int):

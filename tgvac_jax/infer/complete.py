@@ -81,7 +81,7 @@ class AmodalCompleter:
     unet, vae, text = (nnx.merge(g, p) for g, p in zip((ug, vg, tg), params))
     cfg = self.config
     b, n, h, w, _ = frames.shape
-    encode = lambda x: vae.encode_latents(x)  # posterior mean: conditioning must not be noisy
+    encode = vae.encode_latents  # no key: the posterior mean, so the conditioning is not noisy
     x = frames.astype(jnp.float32) * (2 / 255) - 1
     cond_lat = jnp.concatenate([_map_frames(encode, x.reshape((b * n, h, w, 3)), cfg.vae_chunk),
                                 _map_frames(encode, mask_image(visible.reshape((b * n, h, w))), cfg.vae_chunk)],
