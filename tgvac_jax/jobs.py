@@ -6,6 +6,10 @@ import importlib
 
 JOBS = {
     'demo': 'tgvac_jax.demo',
+    'train': 'tgvac_jax.train.trainer',            # configs/frame.py, motion.py, vae.py
+    'cache_latents': 'tgvac_jax.train.cache_latents',
+    'infer': 'tgvac_jax.infer.job',                # configs/infer.py
+    'eval': 'tgvac_jax.eval.job',                  # configs/eval.py
 }
 
 
