@@ -45,6 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.clip_len = 14            # motion stage: frames per clip
   c.data.worker_count = 0         # Grain worker processes (0: in the main process)
   c.data.shuffle_seed = 0
+  c.data.procedural = 0           # > 0 and no data.dataset: build this many procedural videos in workdir/data
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 5e-4
@@ -99,4 +100,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.log.val_every = 5000          # steps between validation GIFs; 0 disables
   c.log.val_clips = 2
   c.log.val_steps = 25            # DDIM steps for validation completions
+  c.log.peak_flops = 0.0          # peak FLOP/s per device for MFU; 0: from metrics.PEAK_FLOPS by device kind
   return c
