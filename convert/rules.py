@@ -10,23 +10,15 @@ loads half-way.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from flax import nnx
 
-
-class ConversionError(ValueError):
-  """Raised when a checkpoint and a model do not match key for key and shape for shape."""
+from tgvac_jax.models.params import ConversionError, flat_params, report_mismatch  # noqa: F401 (re-exported)
 
 
 Renames = Sequence[tuple[str, str]]  # (torch substring, flax substring), applied in order
-
-
-def flat_params(module_or_state, filter=nnx.Param) -> dict[str, nnx.Variable]:
-  """`{'a.0.b.kernel': variable}` for every variable of `filter` type in a module (or state)."""
-  state = module_or_state if isinstance(module_or_state, nnx.State) else nnx.state(module_or_state, filter)
-  return {'.'.join(str(p) for p in path): v for path, v in nnx.to_flat_state(state)}
 
 
 def _apply(key: str, renames: Renames, inverse: bool) -> str:
@@ -49,19 +41,6 @@ def _to_torch_value(leaf: str, value: np.ndarray) -> np.ndarray:
   if leaf == 'kernel' and value.ndim == 2:
     return value.T
   return value
-
-
-def report_mismatch(what: str, missing: Iterable[str], unexpected: Iterable[str], mis_shaped: Iterable[str]) -> None:
-  """Raises one ConversionError listing every missing, unexpected and mis-shaped key (nothing if all match)."""
-  missing, unexpected, mis_shaped = sorted(missing), sorted(unexpected), sorted(mis_shaped)
-  if not (missing or unexpected or mis_shaped):
-    return
-  lines = [f'{what}: checkpoint does not match the model.']
-  for name, keys in (('missing in checkpoint', missing), ('not in model', unexpected), ('wrong shape', mis_shaped)):
-    if keys:
-      shown = keys[:20] + ([f'... and {len(keys) - 20} more'] if len(keys) > 20 else [])
-      lines.append(f'  {name} ({len(keys)}): ' + ', '.join(shown))
-  raise ConversionError('\n'.join(lines))
 
 
 def load_torch_state(module: nnx.Module, state_dict: Mapping[str, np.ndarray], *, renames: Renames = (),

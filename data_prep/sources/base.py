@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import io
 import logging
 from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
+
+from tgvac_jax.data.images import FrameError, read_binary_mask, read_label, read_rgb  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,6 @@ class SourceError(RuntimeError):
 
 class VideoError(RuntimeError):
   """One video cannot be used; the builder reports it and goes on."""
-
-
-class FrameError(RuntimeError):
-  """One frame cannot be decoded."""
-
-  def __init__(self, path: str, reason: str, index: int | None = None):
-    super().__init__(f'unreadable frame {path}: {reason}')
-    self.path, self.reason, self.index = path, reason, index
 
 
 @dataclasses.dataclass
@@ -89,32 +81,6 @@ class Source(abc.ABC):
 
 # --------------------------------------------------------------------------------------------- image helpers
 
-def read_rgb(path: str, index: int | None = None) -> np.ndarray:
-  """Decodes an image file fully (so truncated files fail here, not later) to (H,W,3) uint8."""
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-    with Image.open(io.BytesIO(data)) as im:
-      im.load()
-      return np.asarray(im.convert('RGB'))
-  except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for corrupt/truncated files
-    raise FrameError(path, f'{type(e).__name__}: {e}', index) from e
-
-
-def read_label(path: str, index: int | None = None) -> np.ndarray:
-  """Reads an annotation PNG as (H,W) integer labels: palette index for 'P' images, else the first channel."""
-  try:
-    with Image.open(path) as im:
-      im.load()
-      if im.mode == 'P':
-        return np.asarray(im).astype(np.uint8)
-      if im.mode in ('L', '1', 'I', 'I;16'):
-        return np.asarray(im).astype(np.int32)
-      return np.asarray(im.convert('L')).astype(np.int32)
-  except (OSError, ValueError, SyntaxError) as e:
-    raise FrameError(path, f'{type(e).__name__}: {e}', index) from e
-
-
 def read_labels(paths: Sequence[str], video: str) -> tuple[np.ndarray, np.ndarray]:
   """A video's annotation PNGs -> labels (N,H,W) uint8 and readable (N,) bool. An unreadable or mis-sized frame
   becomes an empty, unusable one; a video with no readable annotation at all is a VideoError."""
@@ -133,11 +99,6 @@ def read_labels(paths: Sequence[str], video: str) -> tuple[np.ndarray, np.ndarra
   if shape is None:
     raise VideoError(f'{video}: no readable annotation')
   return np.stack([l if l is not None else np.zeros(shape, np.uint8) for l in labels]), np.asarray(ok)
-
-
-def read_binary_mask(path: str, index: int | None = None) -> np.ndarray:
-  """A mask file -> (H,W) bool (any nonzero pixel is foreground)."""
-  return read_label(path, index) > 0
 
 
 def stack_frames(paths: Sequence[str], indices: Sequence[int]) -> np.ndarray:

@@ -17,9 +17,9 @@ import tiny_sd  # noqa: E402
 from convert import clip as convert_clip  # noqa: E402
 from convert import unet as convert_unet  # noqa: E402
 from convert import vae as convert_vae  # noqa: E402
-from convert.rules import ConversionError, flat_params  # noqa: E402
 from tgvac_jax.models import checkpoint  # noqa: E402
 from tgvac_jax.models.clip import CLIPTextModel, CLIPVisionModelWithProjection  # noqa: E402
+from tgvac_jax.models.params import ConversionError, flat_params  # noqa: E402
 from tgvac_jax.models.vae import AutoencoderKL  # noqa: E402
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import grain
 import numpy as np
 
-from tgvac_jax.data import augment, schema
+from tgvac_jax.data import augment, pix2gestalt, schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,10 +207,5 @@ def frame_dataset(path_or_source: Any, cfg: LoaderConfig, split: str = 'train', 
   visible_object_mask/), or a random-access source."""
   src = path_or_source
   if isinstance(src, str):
-    import os
-    if os.path.isdir(os.path.join(src, 'occlusion')) and os.path.isdir(os.path.join(src, 'whole_mask')):
-      from data_prep.sources.pix2gestalt import Pix2GestaltSource
-      src = Pix2GestaltSource(src)
-    else:
-      src = data_source(src, split)
+    src = pix2gestalt.Pix2GestaltPairs(src) if pix2gestalt.is_pix2gestalt(src) else data_source(src, split)
   return _pipeline(src, FrameTransform(cfg, tokenizer), cfg, process_index, process_count)

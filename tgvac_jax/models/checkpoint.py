@@ -28,7 +28,7 @@ import numpy as np
 import safetensors.numpy
 from flax import nnx
 
-from convert.rules import flat_params, report_mismatch
+from tgvac_jax.models.params import flat_params, report_mismatch
 
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
