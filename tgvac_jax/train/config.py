@@ -23,6 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ''          # our pipeline checkpoint folder (unet/ vae/ text_encoder/ tokenizer/)
   c.init.motion_adapter = ''      # motion stage: AnimateDiff mm_sd_v15_v2 file or diffusers MotionAdapter folder
+  c.init.motion_heads = 8         # motion stage from a frame checkpoint: heads of the new motion modules (AnimateDiff)
   c.init.from_scratch = False     # build tiny models from `model` instead of loading `init.checkpoint`
 
   # Model sizes for from-scratch models (the embedded demo, tests); ignored when loading a checkpoint.
@@ -75,6 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.vae_loss = ml_collections.ConfigDict()  # stage 'vae' only
   c.vae_loss.kl_weight = 1e-6
+  c.vae_loss.reconstruction = 'l1'  # 'l1' or 'mse'
 
   c.compute_dtype = 'bfloat16'    # activations; master weights, optimizer and EMA stay float32
   c.remat = 'none'                # 'none', 'full' (every block), 'motion' (motion modules only)

@@ -1,0 +1,84 @@
+"""The trainer's data: this process's slice of every global batch, endless, deterministic in the seed and
+checkpointable (`iter(ds)` is a Grain iterator with get_state/set_state).
+
+Pixels (uint8, converted on device): frames for the frame and VAE stages (one random frame per clip record, and/or
+pix2gestalt pairs), `clip_len`-frame clips for the motion stage. Or cached latents (`data.cached_latents`, written
+by `configs/cache_latents.py`), which the step reads instead of running the VAE and text encoder.
+"""
+
+from __future__ import annotations
+
+import os
+
+import grain
+
+from tgvac_jax import text
+from tgvac_jax.data.pipeline import LoaderConfig, clip_dataset, data_source, frame_dataset
+from tgvac_jax.train import stages
+from tgvac_jax.train.latents import PIXEL_KEYS
+from tgvac_jax.train.state import micro_batch_size
+
+
+class NoRecordsError(FileNotFoundError):
+  """A dataset path that holds no training records."""
+
+
+def local_batch_size(config, process_count: int) -> int:
+  micro = micro_batch_size(config)
+  if micro % process_count:
+    raise ValueError(f'batch size {micro} is not divisible by the {process_count} processes')
+  return micro // process_count
+
+
+def _paths(config, stage) -> list[str]:
+  paths = [config.data.dataset] if config.data.dataset else []
+  if stage.name != 'motion':
+    paths += [p.strip() for p in config.data.pix2gestalt.split(',') if p.strip()]
+  if not paths:
+    raise NoRecordsError(f'stage {stage.name!r}: no training data: set data.dataset (a built dataset folder)'
+                         + ('' if stage.name == 'motion' else ' and/or data.pix2gestalt') + ' or data.cached_latents')
+  return paths
+
+
+def _check_records(path: str, stage) -> None:
+  if not os.path.exists(path):
+    raise NoRecordsError(f'{path}: no such dataset folder')
+  if stage.name == 'motion' or not os.path.isdir(os.path.join(path, 'occlusion')):
+    try:
+      n = len(data_source(path))
+    except (FileNotFoundError, ValueError, OSError) as e:
+      raise NoRecordsError(f'{path}: not a built dataset ({e})') from e
+    if n == 0:
+      raise NoRecordsError(f'{path}: the dataset has no training records')
+
+
+def make_dataset(config, process_index: int, process_count: int) -> grain.IterDataset:
+  """This process's batches (batch_size // grad_accum // process_count examples each); see the module docstring.
+  Raises NoRecordsError for a dataset path without records."""
+  stage = stages.get_stage(config)
+  batch = local_batch_size(config, process_count)
+  if config.data.cached_latents:
+    if stage.name == 'vae':
+      raise ValueError('the vae stage trains on pixels: unset data.cached_latents')
+    from tgvac_jax.train.cache_latents import latent_dataset  # pylint: disable=import-outside-toplevel
+    return latent_dataset(config.data.cached_latents, batch_size=batch, seed=config.data.shuffle_seed,
+                          process_index=process_index, process_count=process_count,
+                          worker_count=config.data.worker_count)
+  paths = _paths(config, stage)
+  for p in paths:
+    _check_records(p, stage)
+  tokenizer = None
+  if stage.name != 'vae':
+    tokenizer = text.Tokenize(stages.ensure_tokenizer(config)[0])
+  loader = LoaderConfig(batch_size=batch, size=config.data.size,
+                        num_frames=config.data.clip_len if stage.video else None, seed=config.data.shuffle_seed,
+                        worker_count=config.data.worker_count, output='uint8')
+  kw = dict(tokenizer=tokenizer, process_index=process_index, process_count=process_count)
+  if stage.video:
+    ds = clip_dataset(paths[0], loader, **kw)
+  elif len(paths) == 1:
+    ds = frame_dataset(paths[0], loader, **kw)
+  else:
+    raise NotImplementedError('several frame sources')  # TODO(T1): mix sources
+  keys = PIXEL_KEYS if tokenizer is not None else tuple(k for k in PIXEL_KEYS if k != 'input_ids')
+  return ds.map(lambda b: {k: b[k] for k in keys})

@@ -1,0 +1,50 @@
+"""AdamW with linear warmup, global-norm clipping and optional gradient accumulation; the EMA of the weights.
+
+The paper trains both stages with AdamW at 5e-4; warmup keeps the first steps of a freshly grown conv_in (zero
+channels) and of new motion modules from jumping. EMA weights are what gets exported and sampled.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def learning_rate(optim, num_steps: int) -> optax.Schedule:
+  """Linear warmup 0 -> lr over `optim.warmup_steps`, then constant or cosine to 0 at `num_steps` (optimizer
+  steps, i.e. after gradient accumulation)."""
+  warmup = int(optim.warmup_steps)
+  if optim.schedule == 'constant':
+    after = optax.constant_schedule(optim.lr)
+  elif optim.schedule == 'cosine':
+    after = optax.cosine_decay_schedule(optim.lr, max(1, int(num_steps) - warmup))
+  else:
+    raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {optim.schedule!r}")
+  if warmup <= 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, optim.lr, warmup), after], [warmup])
+
+
+def make_optimizer(optim, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(transformation, schedule). With `optim.grad_accum > 1` the transformation is an `optax.MultiSteps` that
+  averages that many micro-step gradients before one AdamW update."""
+  schedule = learning_rate(optim, num_steps)
+  parts = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm > 0 else []
+  parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay))
+  tx = optax.chain(*parts)
+  if int(optim.grad_accum) > 1:
+    tx = optax.MultiSteps(tx, every_k_schedule=int(optim.grad_accum))
+  return tx, schedule
+
+
+def applied(tx: optax.GradientTransformation, opt_state) -> jax.Array:
+  """True where the last `tx.update` changed the weights (always, unless accumulating gradients)."""
+  if isinstance(tx, optax.MultiSteps):
+    return tx.has_updated(opt_state)
+  return jnp.asarray(True)
+
+
+def ema_update(ema, params, decay: float):
+  """ema <- decay * ema + (1 - decay) * params, in float32."""
+  return optax.incremental_update(params, ema, step_size=1.0 - decay)

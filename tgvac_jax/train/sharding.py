@@ -1,0 +1,85 @@
+"""The device mesh, partition rules and global batches of the trainer.
+
+Mesh axes ('data', 'fsdp', 'tensor'): the batch is split over data x fsdp; every large weight (and its Adam moments
+and EMA) is split over fsdp along its largest divisible dimension and all-gathered by XLA where it is used; small
+tensors (biases, norms) are replicated, where splitting would cost more in collectives than it saves. 'tensor' is
+there for model-parallel rules later and is size 1 today.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXES = ('data', 'fsdp', 'tensor')
+BATCH_AXES = ('data', 'fsdp')
+MIN_SHARDED_SIZE = 2 ** 14  # elements: smaller tensors are replicated
+
+
+def make_mesh(mesh_cfg, devices=None) -> Mesh:
+  """Mesh over all devices (or `devices`) from `mesh_cfg.{data,fsdp,tensor}`; one of them may be -1 (the rest)."""
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = [int(mesh_cfg[a]) for a in AXES]
+  if sum(s == -1 for s in sizes) > 1:
+    raise ValueError(f'mesh {dict(zip(AXES, sizes))}: at most one axis may be -1')
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f'mesh {dict(zip(AXES, sizes))}: sizes must be positive or -1')
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f'mesh {dict(zip(AXES, sizes))}: {len(devices)} devices are not divisible by {known}')
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(f'mesh {dict(zip(AXES, sizes))} needs {math.prod(sizes)} devices, there are {len(devices)}')
+  return jax.make_mesh(tuple(sizes), AXES, devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+  """How many ways the batch is split."""
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis over ('data', 'fsdp'), the rest whole."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def weight_spec(shape: tuple[int, ...], fsdp: int, min_size: int = MIN_SHARDED_SIZE) -> P:
+  """The rule: the largest dimension divisible by `fsdp` goes on 'fsdp' (the last such on ties); small or
+  indivisible tensors are replicated."""
+  if fsdp == 1 or math.prod(shape) < min_size:
+    return P()
+  dims = [i for i, d in enumerate(shape) if d % fsdp == 0]
+  if not dims:
+    return P()
+  best = max(dims, key=lambda i: (shape[i], i))
+  return P(*([None] * best + ['fsdp']))
+
+
+def param_shardings(abstract_tree, mesh: Mesh, min_size: int = MIN_SHARDED_SIZE):
+  """NamedSharding per leaf of a tree of arrays / ShapeDtypeStructs (params, optimizer state, EMA alike: the rule
+  depends on the shape only, so a weight and its Adam moments are split the same way)."""
+  fsdp = mesh.shape['fsdp']
+  return jax.tree.map(lambda x: NamedSharding(mesh, weight_spec(tuple(np.shape(x)), fsdp, min_size)),
+                      abstract_tree)
+
+
+def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """This process's slice of the batch (numeric entries) -> global arrays sharded along the batch axis; strings
+  (captions) stay on the host. Every process passes batch_size // process_count examples, in process order."""
+  sharding = batch_sharding(mesh)
+  out = {}
+  for k, v in local_batch.items():
+    v = np.asarray(v)
+    if v.dtype.kind in 'fiub':
+      out[k] = jax.make_array_from_process_local_data(sharding, v)
+  return out

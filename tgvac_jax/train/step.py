@@ -1,0 +1,127 @@
+"""One optimizer step as a pure function: loss, gradients of the trainable weights, AdamW, EMA, skip-if-not-finite.
+
+Diffusion stages (eqs. 2 and 3): z_0 = a posterior sample of the amodal target's latent; z_t = q(z_t | z_0, t);
+the UNet sees z_t ⊕ E(occluded) ⊕ E(visible mask) and the caption, and regresses the noise (or v / x0). For
+classifier-free guidance some samples lose the text (empty-caption embedding), the concat (zeros), or both,
+exactly what the sampler's unconditional branch feeds (`infer/complete.py`). The VAE stage: L1/MSE reconstruction
+of target and occluded frames + kl_weight * KL(q(z|x) || N(0, I)).
+
+The step takes trainable params, frozen weights and a global batch (pixels, or cached latents from
+`latents.encode_batch`), and is jitted by `state.Trainee` with shardings and donation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from tgvac_jax.diffusion import losses, schedule as sch
+from tgvac_jax.train import latents as lat
+from tgvac_jax.train.optimizer import applied, ema_update
+
+LossFn = Callable[..., tuple[jax.Array, dict]]
+
+
+def alphas_cumprod(config) -> np.ndarray:
+  d = config.diffusion
+  return sch.alphas_cumprod(sch.ScheduleConfig(num_train_timesteps=d.num_train_timesteps, beta_start=d.beta_start,
+                                               beta_end=d.beta_end, beta_schedule=d.beta_schedule,
+                                               prediction_type=d.prediction_type))
+
+
+def condition_dropout(key: jax.Array, batch_size: int, dropout) -> tuple[jax.Array, jax.Array]:
+  """(drop_text, drop_concat) per sample: text alone with p=dropout.text, concat alone with p=dropout.concat,
+  both with p=dropout.both (disjoint events of one uniform draw)."""
+  pt, pc, pb = float(dropout.text), float(dropout.concat), float(dropout.both)
+  if pt + pc + pb > 1:
+    raise ValueError(f'condition dropout probabilities sum to {pt + pc + pb} > 1')
+  u = jax.random.uniform(key, (batch_size,))
+  both = (u >= pt + pc) & (u < pt + pc + pb)
+  return (u < pt) | both, ((u >= pt) & (u < pt + pc)) | both
+
+
+def _per_sample(flag: jax.Array, like: jax.Array) -> jax.Array:
+  return flag.reshape(flag.shape + (1,) * (like.ndim - 1))
+
+
+def diffusion_loss_fn(config, graphdefs: dict, empty_ids: np.ndarray) -> LossFn:
+  """loss(params, frozen, batch, key) -> (loss, aux) for the frame/motion stages; `frozen` = {name: state} with
+  the UNet's non-trainable rest under 'unet'."""
+  abar = jnp.asarray(alphas_cumprod(config), jnp.float32)
+  d = config.diffusion
+  snr_gamma = float(d.snr_gamma) or None
+  empty_ids = np.asarray(empty_ids, np.int32)
+
+  def loss(params, frozen, batch, key):
+    text_encoder = nnx.merge(graphdefs['text_encoder'], frozen['text_encoder'])
+    if lat.is_latent_batch(batch):
+      z = batch
+    else:
+      z = lat.encode_batch(nnx.merge(graphdefs['vae'], frozen['vae']), text_encoder, batch)
+    z = jax.tree.map(jax.lax.stop_gradient, z)
+    k_target, k_noise, k_drop = jax.random.split(key, 3)
+    x0 = lat.sample_target(z, k_target)
+    z_t, noise, t = losses.noisy_input(abar, x0, k_noise)
+    drop_text, drop_concat = condition_dropout(k_drop, x0.shape[0], config.dropout)
+    empty = text_encoder(jnp.asarray(empty_ids)).last_hidden_state.astype(jnp.float32)
+    context = jnp.where(_per_sample(drop_text, z['context']), empty, z['context'])
+    cond = jnp.concatenate([z['occluded'], z['mask']], axis=-1)
+    cond = jnp.where(_per_sample(drop_concat, cond), 0.0, cond)
+    unet = nnx.merge(graphdefs['unet'], params, frozen['unet'])
+    out = unet(jnp.concatenate([z_t, cond], axis=-1), t, context)
+    value = losses.diffusion_loss(out, x0, noise, t, abar, prediction_type=d.prediction_type, snr_gamma=snr_gamma)
+    return value, {}
+
+  return loss
+
+
+def vae_loss_fn(config, graphdefs: dict) -> LossFn:
+  """loss(params, frozen, batch, key) -> (loss, {'reconstruction', 'kl'}) for the autoencoder stage."""
+  kind, kl_weight = config.vae_loss.reconstruction, float(config.vae_loss.kl_weight)
+  if kind not in ('l1', 'mse'):
+    raise ValueError(f"vae_loss.reconstruction must be 'l1' or 'mse', got {kind!r}")
+
+  def loss(params, frozen, batch, key):
+    vae = nnx.merge(graphdefs['vae'], params, frozen['vae'])
+    x = lat.model_range(batch)
+    images = jnp.concatenate([x['amodal'], x['occluded']], axis=0)
+    images = images.reshape((-1,) + images.shape[-3:]).astype(jnp.float32)
+    posterior = vae.encode(images)
+    err = vae.decode(posterior.sample(key)).astype(jnp.float32) - images
+    rec = jnp.mean(jnp.abs(err)) if kind == 'l1' else jnp.mean(jnp.square(err))
+    kl = jnp.mean(posterior.kl())
+    return rec + kl_weight * kl, {'reconstruction': rec, 'kl': kl}
+
+  return loss
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule: optax.Schedule, ema_decay: float,
+                    grad_accum: int = 1):
+  """step(state, frozen, batch) -> (state, metrics). A step whose loss or gradient norm is not finite changes no
+  weight, optimizer or EMA value; it still advances `step` and the RNG and adds one to `skipped`."""
+
+  def step(state, frozen, batch):
+    rng, key = jax.random.split(jax.random.wrap_key_data(state.rng))
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, frozen, batch, key)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda new, old: jnp.where(applied(tx, opt_state), new, old),
+                       ema_update(state.ema, params, ema_decay), state.ema)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
+    skipped = state.skipped + (~ok).astype(jnp.int32)
+    lr = schedule((state.step - state.skipped) // grad_accum)
+    new = state.replace(step=state.step + 1, params=keep(params, state.params),
+                        opt_state=keep(opt_state, state.opt_state), ema=keep(ema, state.ema),
+                        rng=jax.random.key_data(rng), skipped=skipped)
+    metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': jnp.asarray(lr, jnp.float32), 'skipped': skipped,
+               **aux}
+    return new, metrics
+
+  return step
