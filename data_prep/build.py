@@ -6,8 +6,18 @@
   python -m data_prep.build --source lasot --root LaSOT/ --masks lasot_masks/ --out data/ --frame_step 3
   python -m data_prep.build --source pix2gestalt --root pix2gestalt/ --out data/ --clip_len 1
 
-Interrupt and rerun the same command to resume. The Table-1 statistics are printed at the end and saved next to
-the records (stats.md, stats.json), with the skip report (report.json).
+Videos are staged in --workers processes (default: every core). Interrupt (even kill -9) and rerun the same
+command to resume. The Table-1 statistics are printed at the end and saved next to the records (stats.md,
+stats.json), with the skip report (report.json).
+
+Beyond one machine, --beam_pipeline_options runs the build as an Apache Beam pipeline (pip install
+'tgvac-jax[beam]'); the options are TFDS's `tfds build` ones, comma-separated Beam flags without the dashes:
+  python -m data_prep.build ... --beam_pipeline_options runner=DirectRunner,direct_num_workers=8,\
+      direct_running_mode=multi_processing
+  python -m data_prep.build ... --beam_pipeline_options runner=FlinkRunner,flink_master=host:8081,\
+      environment_type=LOOPBACK
+Every Beam worker must see --root and --out at the same path (a shared filesystem). The records are the same in
+every mode.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from data_prep import stats as stats_lib
 from data_prep.builder import BuildConfig, build
 from data_prep.captions import make_captioner
 from data_prep.occlusion import SynthConfig
+from data_prep.pool import default_workers
 from data_prep.sources import SOURCES, SourceError, get_source
 
 
@@ -57,6 +68,10 @@ def parse_args(argv=None):
                  help='extra keyword for the source reader, e.g. splits=train or size=128 (repeatable)')
   p.add_argument('--overwrite', action='store_true', help='discard earlier output of another configuration')
   p.add_argument('--keep_work', action='store_true', help='keep the staged chunks after writing')
+  p.add_argument('--workers', type=int, default=default_workers(),
+                 help='staging processes on this machine (default: its cores)')
+  p.add_argument('--beam_pipeline_options', default=None, metavar='K=V,K=V',
+                 help='build as an Apache Beam pipeline with these options, e.g. runner=DirectRunner')
   p.add_argument('--quiet', action='store_true')
   return p.parse_args(argv)
 
@@ -79,6 +94,9 @@ def main(argv=None) -> int:
       kw['masks'] = Sam2BoxMasker(a.sam2, a.masks or os.path.join(a.out, 'lasot_masks'))
     elif a.masks:
       kw['masks'] = a.masks
+  if a.workers < 1:
+    print(f'error: --workers must be at least 1, got {a.workers}', file=sys.stderr)
+    return 2
   if a.root is None and a.source != 'procedural':
     print(f'error: --source {a.source} needs --root', file=sys.stderr)
     return 2
@@ -93,9 +111,14 @@ def main(argv=None) -> int:
                         clips_per_track=a.clips_per_track, hard_fraction=a.hard_fraction),
       seed=a.seed, val_fraction=a.val_fraction, image_format=a.image_format, target_format=a.target_format,
       jpeg_quality=a.jpeg_quality, max_videos=a.max_videos)
+  beam = None if a.beam_pipeline_options is None else [
+      f'--{o.strip()}' for o in a.beam_pipeline_options.split(',') if o.strip()]
   try:
     result = build(source, cfg, a.out, captioner, progress=not a.quiet, overwrite=a.overwrite,
-                   keep_work=a.keep_work)
+                   keep_work=a.keep_work, workers=a.workers, beam_options=beam)
+  except ImportError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   except RuntimeError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

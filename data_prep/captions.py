@@ -50,6 +50,10 @@ class Blip2Captioner:
     self.processor = Blip2Processor.from_pretrained(model_dir, local_files_only=True)
     self.model = Blip2ForConditionalGeneration.from_pretrained(model_dir, local_files_only=True).to(device).eval()
     self.prompt, self.max_new_tokens, self.device = prompt, max_new_tokens, device
+    self._args = (model_dir, prompt, max_new_tokens, device)
+
+  def __reduce__(self):  # a worker process loads its own copy from the folder
+    return type(self), self._args
 
   def caption_image(self, image: np.ndarray) -> str:
     from PIL import Image

@@ -56,9 +56,13 @@ class Sam2BoxMasker(FolderMasks):
       raise ImportError('SAM-2 masks need torch and a transformers release with Sam2Model') from e
     os.makedirs(cache_dir, exist_ok=True)
     super().__init__(cache_dir)
+    self._args = (model_dir, cache_dir, device)
     self.torch, self.device = torch, device
     self.processor = Sam2Processor.from_pretrained(model_dir, local_files_only=True)
     self.model = Sam2Model.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+
+  def __reduce__(self):  # a worker process loads its own copy from the folder
+    return type(self), self._args
 
   def segment(self, image: np.ndarray, box_xyxy) -> np.ndarray:
     inputs = self.processor(images=Image.fromarray(image), input_boxes=[[list(map(float, box_xyxy))]],
@@ -75,7 +79,7 @@ class Sam2BoxMasker(FolderMasks):
     m = self.segment(image_fn(), box_xyxy)
     d = os.path.join(self.root, seq)
     os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f'.{name}.png.tmp')
+    tmp = os.path.join(d, f'.{name}.png.tmp{os.getpid()}')  # workers may segment the same occluder frame
     Image.fromarray(m.astype(np.uint8) * 255).save(tmp, format='PNG')
     os.replace(tmp, os.path.join(d, name + '.png'))
     return m

@@ -40,6 +40,9 @@ class TfdsDavisSource(Source):
         self._index[name.decode() if isinstance(name, bytes) else str(name)] = (s, i)
     self.config, self.root, self.splits = config, root, splits
 
+  def __reduce__(self):  # a worker process opens the prepared dataset itself
+    return type(self), (self.root, self.config, self.splits)
+
   def describe(self) -> dict:
     return {'source': self.name, 'root': self.root, 'config': self.config, 'splits': list(self.splits)}
 

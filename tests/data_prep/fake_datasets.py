@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 from PIL import Image
+
+from data_prep.sources.davis import DavisSource
 
 H, W = 48, 64
 
@@ -127,3 +130,16 @@ def make_pix2gestalt(root: str, n: int = 6, size: int = 32) -> str:
     Image.fromarray((whole_mask & ~occ_mask).astype(np.uint8) * 255).save(
         os.path.join(root, 'visible_object_mask', stem + '.png'))
   return root
+
+
+class SlowDavis(DavisSource):
+  """The DAVIS reader, `delay` seconds slower to list a video's tracks (same records), so a test can stop a build
+  midway. Module-level, so spawned workers and subprocesses can unpickle it."""
+
+  def __init__(self, root: str, delay: float = 0.3):
+    super().__init__(root)
+    self.delay = delay
+
+  def tracks(self, seq: str):
+    time.sleep(self.delay)
+    return super().tracks(seq)

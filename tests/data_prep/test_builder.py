@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 import fake_datasets as fake
+from built import records
 from data_prep import build as build_cli
 from data_prep import builder as B
+from data_prep import staging
 from data_prep.occlusion import SynthConfig
 from data_prep.sources import get_source
 from data_prep.sources.procedural import ProceduralSource
 from tgvac_jax.data import schema
-from tgvac_jax.data.pipeline import data_source
 
 CFG = B.BuildConfig(SynthConfig(clip_len=3, resolution=24, clips_per_track=2, candidates=16))
 
@@ -28,11 +29,6 @@ def shard_bytes(ds_dir):
   return {os.path.basename(p): open(p, 'rb').read() for p in sorted(glob.glob(os.path.join(ds_dir, '*array_record*')))}
 
 
-def records(ds_dir, split):
-  src = data_source(ds_dir, split)
-  return [src[i] for i in range(len(src))]
-
-
 def test_split_has_no_leakage_and_records_decode(tmp_path):
   res = B.build(proc(), CFG, str(tmp_path), progress=False)
   tr, va = records(res.dataset_dir, 'train'), records(res.dataset_dir, 'validation')
@@ -42,11 +38,11 @@ def test_split_has_no_leakage_and_records_decode(tmp_path):
   train_v, val_v = {vid(r) for r in tr}, {vid(r) for r in va}
   assert not train_v & val_v
   # occluders come from the same split: no source object appears on both sides
-  assert {occ(r) for r in tr} <= set(B.split_videos(proc().videos(), 0, 0.2)) - val_v
+  assert {occ(r) for r in tr} <= set(staging.split_videos(proc().videos(), 0, 0.2)) - val_v
   assert not {occ(r) for r in va} & train_v
   assert all(vid(r) != occ(r) for r in tr + va)
   # 80/20 by video
-  splits = B.split_videos(proc().videos(), 0, 0.2)
+  splits = staging.split_videos(proc().videos(), 0, 0.2)
   assert sum(s == 'validation' for s in splits.values()) == 2
   x = schema.decode_record(tr[0])
   assert x['occluded'].shape == (3, 24, 24, 3) and x['amodal_mask'].shape == (3, 24, 24)
@@ -67,7 +63,7 @@ def test_same_seed_same_bytes(tmp_path):
 
 def test_resume_after_interruption(tmp_path, monkeypatch):
   out = str(tmp_path / 'out')
-  real = B.stage_video
+  real = staging.stage_video
   calls = []
 
   def flaky(*a, **k):
@@ -76,13 +72,13 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     calls.append(1)
     return real(*a, **k)
 
-  monkeypatch.setattr(B, 'stage_video', flaky)
+  monkeypatch.setattr(staging, 'stage_video', flaky)
   with pytest.raises(KeyboardInterrupt):
     B.build(proc(), CFG, out, progress=False)
   chunks = glob.glob(os.path.join(out, '.work', '*', 'chunks', '*'))
   assert len(chunks) == 4 and not any('.tmp' in c for c in chunks)
   assert not glob.glob(os.path.join(out, 'tgvac_clips', '*', '*'))  # nothing half-written
-  monkeypatch.setattr(B, 'stage_video', real)
+  monkeypatch.setattr(staging, 'stage_video', real)
 
   # an interruption while writing shards leaves no dataset folder either
   def broken(self, split):
@@ -105,28 +101,17 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     B.build(proc(), B.BuildConfig(CFG.synth, seed=5), out, progress=False)
 
 
-def test_bad_davis_inputs_are_reported_and_skipped(tmp_path):
-  seqs = ('bear', 'camel', 'cows', 'dog', 'goat', 'horse', 'lion', 'mouse', 'pig', 'mismatch', 'empty', 'corrupt')
-  root = fake.make_davis(str(tmp_path / 'davis'), seqs=seqs, n=8)
-  os.remove(os.path.join(root, 'Annotations', '480p', 'mismatch', '00003.png'))
-  os.rename(os.path.join(root, 'Annotations', '480p', 'mismatch', '00007.png'),
-            os.path.join(root, 'Annotations', '480p', 'mismatch', '00003.png'))
-  os.remove(os.path.join(root, 'Annotations', '480p', 'mismatch', '00006.png'))
-  for f in glob.glob(os.path.join(root, 'Annotations', '480p', 'empty', '*.png')):
-    fake.palette_png(np.zeros((fake.H, fake.W), np.uint8), f)
-  for t in range(8):  # every frame of 'corrupt' is truncated: it can only be skipped
-    p = os.path.join(root, 'JPEGImages', '480p', 'corrupt', f'{t:05d}.jpg')
-    data = open(p, 'rb').read()
-    open(p, 'wb').write(data[:len(data) // 3])
-  cfg = B.BuildConfig(SynthConfig(clip_len=3, resolution=24, clips_per_track=2, candidates=16))
-  res = B.build(get_source('davis', root), cfg, str(tmp_path / 'out'), progress=False)
+def test_bad_davis_inputs_are_reported_and_skipped(davis_reference):
+  res = davis_reference
   why = ' | '.join(f"{e['where']}: {e['why']}" for e in res.report.entries)
   assert 'mismatch: VideoError: mismatch: 8 frames but 6 annotation PNGs' in why
   assert 'empty: VideoError: empty: no annotated objects' in why
-  assert 'unreadable frame' in why and 'corrupt' in why
-  videos = {schema.decode_record(r)['video_id'] for s in ('train', 'validation')
-            for r in records(res.dataset_dir, s)}
+  assert 'unreadable frame' in why and 'corrupt' in why and 'dog/00003.jpg' in why
+  recs = [r for s in ('train', 'validation') for r in records(res.dataset_dir, s)]
+  videos = {schema.decode_record(r)['video_id'] for r in recs}
   assert videos and not videos & {'mismatch', 'empty', 'corrupt'}
+  dog = [r for r in recs if r['video_id'] == b'dog']  # clips avoid the one bad frame of an otherwise good video
+  assert dog and all(3 not in r['frame_indices'] for r in dog)
   rep = json.load(open(os.path.join(res.dataset_dir, 'report.json')))
   assert len(rep) == len(res.report.entries)
 
@@ -155,7 +140,7 @@ def test_build_other_sources(tmp_path, name):
 
 def test_cli(tmp_path, capsys):
   out = str(tmp_path / 'cli')
-  rc = build_cli.main(['--source', 'procedural', '--out', out, '--num_videos', '8', '--resolution', '24',
+  rc = build_cli.main(['--source', 'procedural', '--out', out, '--num_videos', '8', '--resolution', '24', '--workers', '1',
                        '--clip_len', '3', '--clips_per_track', '1', '--quiet', '--source_arg', 'min_frames=6',
                        '--source_arg', 'max_frames=8'])
   text = capsys.readouterr().out
