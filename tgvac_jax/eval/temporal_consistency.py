@@ -1,6 +1,7 @@
 """Temporal consistency (paper §4.2, after Esser et al. 2023): the mean cosine between the image embeddings of
-consecutive frames of the generated video. CLIP image embeddings as the paper; without CLIP weights the LPIPS
-backbone's pooled features (`lpips.LPIPS.embedding`), which tables then label as a different feature space.
+consecutive frames of the generated video (`summary.py` takes the mean over the frames of a split). CLIP image
+embeddings as the paper; without CLIP weights the LPIPS backbone's pooled features (`lpips.LPIPS.embedding`),
+which tables then label as a different feature space.
 """
 
 from __future__ import annotations
@@ -13,9 +14,3 @@ def consecutive_cosines(embeddings: np.ndarray) -> np.ndarray:
   e = np.asarray(embeddings, np.float64)
   e = e / np.linalg.norm(e, axis=-1, keepdims=True)
   return np.sum(e[:-1] * e[1:], axis=-1)
-
-
-def temporal_consistency(embeddings: np.ndarray) -> float:
-  """TC of one video: the mean of `consecutive_cosines` (NaN for a single frame)."""
-  c = consecutive_cosines(embeddings)
-  return float(c.mean()) if c.size else float('nan')
