@@ -1,12 +1,19 @@
-"""Reading built datasets back in tests: their records, and the check that two builds are the same."""
+"""Builds in tests: the configuration of the fake-DAVIS builds, their records, and the check that two builds are
+the same."""
 
 import json
 import os
 
 import numpy as np
 
+from data_prep.builder import BuildConfig
+from data_prep.occlusion import SynthConfig
 from tgvac_jax.data import schema
 from tgvac_jax.data.pipeline import data_source
+
+
+DAVIS_CFG = BuildConfig(SynthConfig(clip_len=3, resolution=24, clips_per_track=2))  # the CLI's for these flags
+DAVIS_FLAGS = ['--clip_len', '3', '--resolution', '24', '--clips_per_track', '2']
 
 
 def records(ds_dir: str, split: str) -> list:

@@ -60,6 +60,29 @@ def make_davis(root: str, seqs=('bear', 'dog-agility', 'camel', 'car-turn', 'hor
   return root
 
 
+BAD_DAVIS_SEQS = ('bear', 'camel', 'cows', 'dog', 'goat', 'horse', 'lion', 'mouse', 'pig', 'mismatch', 'empty',
+                  'corrupt')
+
+
+def make_bad_davis(root: str) -> str:
+  """8-frame videos with bad inputs: 'mismatch' lacks two annotations, 'empty' has no object, every frame of
+  'corrupt' and frame 3 of 'dog' are truncated JPEGs."""
+  make_davis(root, seqs=BAD_DAVIS_SEQS, n=8)
+  ann = os.path.join(root, 'Annotations', '480p')
+  os.remove(os.path.join(ann, 'mismatch', '00003.png'))
+  os.rename(os.path.join(ann, 'mismatch', '00007.png'), os.path.join(ann, 'mismatch', '00003.png'))
+  os.remove(os.path.join(ann, 'mismatch', '00006.png'))
+  for name in os.listdir(os.path.join(ann, 'empty')):
+    palette_png(np.zeros((H, W), np.uint8), os.path.join(ann, 'empty', name))
+  bad = [os.path.join(root, 'JPEGImages', '480p', 'corrupt', f'{t:05d}.jpg') for t in range(8)]
+  for p in bad + [os.path.join(root, 'JPEGImages', '480p', 'dog', '00003.jpg')]:
+    with open(p, 'rb') as f:
+      data = f.read()
+    with open(p, 'wb') as f:
+      f.write(data[:len(data) // 3])
+  return root
+
+
 def make_ytvos(root: str, vids=('0a1b2c', '1d2e3f', '2g3h4i', '3j4k5l', '4m5n6o'), n_ann: int = 6,
                first: int = 5) -> str:
   meta = {'videos': {}}
