@@ -92,8 +92,9 @@ class WorkerPool:
           try:
             res = f.result()
           except cf.process.BrokenProcessPool as e:
-            raise WorkerDied(f'a worker process died while on {it!r} (out of memory?); rerun to resume, perhaps '
-                             'with fewer workers') from e
+            flight = [it] + list(pending.values())
+            raise WorkerDied(f'a worker process died (out of memory? killed?) with {len(flight)} item(s) in flight: '
+                             f'{", ".join(map(repr, flight[:8]))}; rerun to resume, perhaps with fewer workers') from e
           yield it, res
     except BaseException:
       self.close()

@@ -1,5 +1,5 @@
 """The worker pool: the same results as inline, two processes shared by successive maps, and a worker killed
-mid-item ends the map with an error naming the item instead of a hang."""
+mid-item ends the map with an error naming the items in flight, instead of a hang."""
 
 import os
 import signal
