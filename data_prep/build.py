@@ -15,9 +15,10 @@ Beyond one machine, --beam_pipeline_options runs the build as an Apache Beam pip
   python -m data_prep.build ... --beam_pipeline_options runner=DirectRunner,direct_num_workers=8,\
       direct_running_mode=multi_processing
   python -m data_prep.build ... --beam_pipeline_options runner=FlinkRunner,flink_master=host:8081,\
-      environment_type=LOOPBACK
+      environment_type=DOCKER,environment_config=<an image with tgvac-jax installed>
 Every Beam worker must see --root and --out at the same path (a shared filesystem). The records are the same in
-every mode.
+every mode. With BLIP-2 captions or SAM-2 masks every worker loads its own model: fewer --workers if memory is
+short.
 """
 
 from __future__ import annotations

@@ -135,7 +135,8 @@ def build(source: Source, cfg: BuildConfig, out_dir: str, captioner: Callable = 
 
   `workers`: staging processes on this machine (1: in this process). `beam_options`: Beam pipeline flags
   (e.g. ['--runner=DirectRunner']) to stage and write as a Beam pipeline instead; the listing and splitting of
-  the videos still runs here, in `workers` processes. The records are the same in every mode."""
+  the videos still runs here, in `workers` processes. The records are the same in every mode. Workers are
+  spawned processes: a script calling this with workers > 1 needs the `if __name__ == '__main__':` guard."""
   name = config_name(source.name, cfg)
   work_dir = os.path.join(out_dir, '.work', name)
   cfg_dir = os.path.join(out_dir, DATASET_NAME, name)
