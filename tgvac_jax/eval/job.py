@@ -7,7 +7,9 @@
   -> OUT/metrics/: table.md (Table 2 and Table 5 shapes, region PSNR/SSIM), summary.json, frames.json (one record
      per frame), plots/ (occluded IoU vs occlusion, metrics along the first videos); written atomically.
 
-Every input is checked (paths, sequence and frame lists, the CLIP folder) before a network is built.
+Paths, the CLIP folder and the LPIPS weights are checked before anything is written, sequence and frame lists
+before inference or scoring. Several processes: process 0 exports, each completes its share of the sequences,
+process 0 scores and writes the report.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import os
 import re
 from pathlib import Path
 
+import jax
 from absl import logging
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from tgvac_jax.data import pipeline, schema
@@ -129,6 +133,11 @@ def write_report(out: Path, name: str, records: list[dict], summary: dict, setti
 
 
 # --------------------------------------------------------------------------------------------- the job
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'tgvac eval: {name}')
+
+
 def run(c) -> None:
   if not c.data:
     raise ValueError('config.data is empty: give a built dataset folder or an amodal root')
@@ -146,13 +155,19 @@ def run(c) -> None:
     scorers = make_scorers(c.lpips_net, c.lpips_weights or None, load_clip_vision(c.clip) if c.clip else None,
                            chunk=c.chunk)
   if not is_root:
-    logging.info('exporting the %s split of %s to %s', c.split, c.data, out / GROUND_TRUTH)
-    root = export_split(c.data, c.split, out / GROUND_TRUTH, c.max_videos)
+    if jax.process_index() == 0:
+      logging.info('exporting the %s split of %s to %s', c.split, c.data, out / GROUND_TRUTH)
+      export_split(c.data, c.split, out / GROUND_TRUTH, c.max_videos)
+    _barrier('ground truth exported')
+    root = out / GROUND_TRUTH
   names = amodal_root.sequences(root)
   if c.max_videos > 0:
     names = names[:c.max_videos]
   if c.checkpoint:
-    complete(c, root, names, predictions)
+    complete(c, root, names, predictions)  # each process completes its share
+    _barrier('predictions written')
+  if jax.process_index() != 0:  # process 0 scores and writes the report
+    return
   no_objects = amodal_root.check_predictions(predictions, names, root)
   if no_objects:
     logging.warning('%d sequence(s) have no object images (only mask metrics): %s', len(no_objects),
