@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from tgvac_jax.data.images import FrameError, read_label
+from tgvac_jax.infer.io import natural_key
 
 FRAMES, VISIBLE, AMODAL, OBJECTS, CAPTIONS = 'JPEGImages', 'Annotations', 'AmodalAnnotations', 'AmodalObjects', \
     'captions.json'
@@ -50,10 +51,10 @@ def is_amodal_root(path: str | os.PathLike) -> bool:
 
 
 def stems(folder: Path) -> list[str]:
-  """Sorted stems of the image files in `folder` (empty if it does not exist)."""
+  """Stems of the image files in `folder` in natural order, as inference reads frames (empty if no folder)."""
   if not folder.is_dir():
     return []
-  return sorted(p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+  return sorted((p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
 
 
 def _file(folder: Path, stem: str) -> Path:
@@ -106,7 +107,8 @@ def sequences(root: str | os.PathLike) -> list[str]:
 
 
 def _diff(want: list[str], have: list[str]) -> str:
-  missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+  missing = sorted(set(want) - set(have), key=natural_key)
+  extra = sorted(set(have) - set(want), key=natural_key)
   return '; '.join(x for x in (f'missing {missing[:5]}' if missing else '', f'extra {extra[:5]}' if extra else '') if x)
 
 

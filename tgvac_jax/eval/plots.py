@@ -32,10 +32,10 @@ def occluded_iou_vs_rate(records: Sequence[Mapping[str, Any]], path: Path, bins:
     centers = [(edges[i] + edges[i + 1]) / 2 for i in range(bins) if (idx == i).any()]
     means = [y[idx == i].mean() for i in range(bins) if (idx == i).any()]
     ax.plot(centers, means, 'o-', color='C3', label='bin mean')
+    ax.legend(loc='lower left')
   ax.axvline(HARD, color='gray', ls='--', lw=1)
   ax.set(xlabel='occlusion rate |A−M| / |A|', ylabel='occluded IoU', xlim=(0, 1), ylim=(-0.02, 1.02),
          title=f'Occluded IoU vs occlusion ({len(rs)} occluded frames)')
-  ax.legend(loc='lower left')
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
