@@ -165,17 +165,6 @@ def test_subpixel_upsample_matches_upsample_then_conv(monkeypatch):
   np.testing.assert_allclose(np.asarray(fast), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
 
-def test_blocked_cpu_attention_matches_attend():
-  """The blocked CPU attention path equals `attention.attend` (jax.nn.dot_product_attention)."""
-  from tgvac_jax.models import transformer  # pylint: disable=import-outside-toplevel
-  from tgvac_jax.models.attention import attend  # pylint: disable=import-outside-toplevel
-  rng = np.random.default_rng(0)
-  q = jnp.asarray(rng.standard_normal((2, 2 * transformer.CPU_QUERY_BLOCK, 24), np.float32))
-  k, v = (jnp.asarray(rng.standard_normal((2, 300, 24), np.float32)) for _ in range(2))
-  got = transformer.attention(q, k, v, 3, 'blocked')
-  np.testing.assert_allclose(np.asarray(got), np.asarray(attend(q, k, v, 3)), rtol=1e-5, atol=1e-6)
-
-
 def test_bad_inputs(small):
   _, ours, config = small
   x, t, ctx = inputs(config)

@@ -49,7 +49,7 @@ class MotionConfig:
   norm_across_frames: GroupNorm statistics over all frames of a clip (diffusers) instead of per frame (AnimateDiff).
   zero_init: proj_out starts at zero, so a new module is the identity.
   remat: recompute the module in the backward pass instead of storing its activations.
-  attention_impl: passed to `attention.attend` (None, 'xla', 'cudnn').
+  attention_impl: passed to `attention.attend` (None, 'xla', 'cudnn', 'blocked').
   """
   num_attention_heads: int = 8
   num_transformer_layers: int = 1

@@ -12,42 +12,6 @@ from tgvac_jax.models.attention import attend
 from tgvac_jax.models.resnet import GroupNorm, conv
 
 
-# On CPU, self-attention over long sequences (4096 tokens at a 64x64 latent, 1024 at 32x32) is faster computed in
-# blocks of this many queries (the score block stays in cache), heads-major, with the softmax scale folded into q.
-# Read at trace time.
-CPU_QUERY_BLOCK = 128
-
-
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, implementation: str | None = None
-              ) -> jax.Array:
-  """Multi-head attention on (B, T, H*D) projections -> (B, T, H*D).
-
-  Goes through `attention.attend` (`jax.nn.dot_product_attention`), except on CPU with `implementation` None or
-  'blocked' when both sequences are longer than `CPU_QUERY_BLOCK`: there the same softmax(q k^T / sqrt(D)) v
-  (softmax in float32) is computed block by block of queries under `lax.map`, which XLA:CPU runs 3-6x faster
-  than the one-shot form at SD's 32x32-latent self-attention.
-  """
-  b, t, c = q.shape
-  s = k.shape[1]
-  blk = CPU_QUERY_BLOCK
-  blocked = implementation == 'blocked' or (implementation is None and jax.default_backend() == 'cpu')
-  if not blocked or t <= blk or s < blk or t % blk:
-    return attend(q, k, v, heads, implementation=None if implementation == 'blocked' else implementation)
-  d = c // heads
-  qh = (q * jnp.asarray(d ** -0.5, q.dtype)).reshape(b, t // blk, blk, heads, d).transpose(1, 0, 3, 2, 4)
-  kh = k.reshape(b, s, heads, d).transpose(0, 2, 3, 1)  # (B, H, D, S)
-  vh = v.reshape(b, s, heads, d).transpose(0, 2, 1, 3)  # (B, H, S, D)
-
-  def block(qb):  # (B, H, blk, D); normalising after the value product saves a pass over the scores
-    scores = jnp.matmul(qb, kh, preferred_element_type=jnp.float32)
-    p = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-    out = jnp.matmul(p.astype(v.dtype), vh, preferred_element_type=jnp.float32)
-    return (out / jnp.sum(p, axis=-1, keepdims=True)).astype(v.dtype)
-
-  out = jax.lax.map(block, qh)  # (T/blk, B, H, blk, D)
-  return out.transpose(1, 0, 3, 2, 4).reshape(b, t, c)
-
-
 class Identity(nnx.Module):
   """Parameter-free slot (diffusers' Dropout entries), so list indices match the torch module tree."""
 
@@ -75,7 +39,7 @@ class Attention(nnx.Module):
     """x: (N, T, C); context: (N, S, C_ctx) or None (self-attention)."""
     context = x if context is None else context
     q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
-    out = attention(q, k, v, self.heads, self.implementation)
+    out = attend(q, k, v, self.heads, implementation=self.implementation)
     return self.to_out[0](out)
 
 

@@ -57,8 +57,8 @@ class UNetConfig:
   """A diffusers `UNet2DConditionModel` config (same field names), defaults = SD-1.5, plus our run options.
 
   `attention_head_dim` is, as in diffusers' SD configs, the number of heads per block (int or per-block list).
-  Ours: `remat` (checkpoint every down/mid/up block), `attention_impl` (passed to `jax.nn.dot_product_attention`:
-  None, 'xla', 'cudnn'), `motion` (a `motion.MotionConfig`: insert motion modules; None = spatial only).
+  Ours: `remat` (checkpoint every down/mid/up block), `attention_impl` (`attention.attend`: None, 'xla',
+  'cudnn', 'blocked'), `motion` (a `motion.MotionConfig`: insert motion modules; None = spatial only).
   """
   sample_size: int | None = 64
   in_channels: int = 4

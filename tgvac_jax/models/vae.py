@@ -43,7 +43,7 @@ def _tuple(v):
 @dataclasses.dataclass(frozen=True)
 class AutoencoderKLConfig:
   """A diffusers `AutoencoderKL` config (same field names and defaults; `sd15()` is SD-1.5's VAE) plus our run
-  options: `remat` (checkpoint every down/mid/up block), `attention_impl` (for `jax.nn.dot_product_attention`).
+  options: `remat` (checkpoint every down/mid/up block), `attention_impl` (`attention.attend`'s `implementation`).
   `force_upcast` has no effect here: GroupNorm statistics are always float32, the rest runs in `dtype`.
   """
 

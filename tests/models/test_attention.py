@@ -1,0 +1,127 @@
+"""The blocked CPU attention path: equal to jax.nn.dot_product_attention (values and gradients, masks, causal,
+padded blocks), taken where `blocked()` says (CPU only), and used by the VAE mid-block and CLIP vision, whose
+outputs still match diffusers/transformers at sizes where it is taken."""
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'convert'))
+
+import tiny_sd  # noqa: E402
+from convert import clip as convert_clip  # noqa: E402
+from convert import vae as convert_vae  # noqa: E402
+from tgvac_jax.models import attention  # noqa: E402
+
+BLK = attention.CPU_QUERY_BLOCK
+
+
+def _qkv(b, t, s, c, seed=0):
+  rng = np.random.default_rng(seed)
+  return (jnp.asarray(rng.standard_normal((b, n, c), np.float32)) for n in (t, s, s))
+
+
+def _plain(q, k, v, heads, **kw):
+  """jax.nn.dot_product_attention on (B, T, H, D), outside `attend`."""
+  sh = lambda x: x.reshape(*x.shape[:2], heads, -1)  # noqa: E731
+  out = jax.nn.dot_product_attention(sh(q), sh(k), sh(v), implementation='xla', **kw)
+  return out.reshape(q.shape)
+
+
+@pytest.mark.parametrize('t,s,mask,causal', [
+    (2 * BLK, 300, False, False),      # whole blocks, keys of any length
+    (257, 257, True, False),           # CLIP vision length: padded, near-equal blocks; key padding mask
+    (300, 300, True, True),            # CLIP text style: causal and padding mask together
+    (40, 40, False, True),             # one block
+])
+def test_blocked_equals_dot_product_attention(t, s, mask, causal):
+  q, k, v = _qkv(2, t, s, 24)
+  m = None
+  if mask:
+    keep = np.ones((2, s), bool)
+    keep[1, s // 3:] = False  # the second sequence is padded
+    m = jnp.asarray(keep[:, None, None, :])
+  got = attention.attend(q, k, v, 3, mask=m, is_causal=causal, implementation='blocked')
+  want = _plain(q, k, v, 3, mask=m, is_causal=causal)
+  assert got.shape == want.shape == (2, t, 24)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def test_blocked_gradients():
+  q, k, v = _qkv(1, 260, 260, 16, seed=1)
+  w = jnp.asarray(np.random.default_rng(2).standard_normal((1, 260, 16), np.float32))
+  loss = lambda f: lambda q, k, v: jnp.sum(w * f(q, k, v))  # noqa: E731
+  got = jax.grad(loss(lambda q, k, v: attention.attend(q, k, v, 2, implementation='blocked')), (0, 1, 2))(q, k, v)
+  want = jax.grad(loss(lambda q, k, v: _plain(q, k, v, 2)), (0, 1, 2))(q, k, v)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_output_dtype():
+  q, k, v = (x.astype(jnp.bfloat16) for x in _qkv(1, 2 * BLK, 2 * BLK, 16))
+  got = attention.attend(q, k, v, 2, implementation='blocked')
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(_plain(q, k, v, 2), np.float32), atol=2e-2)
+
+
+def test_only_cpu_takes_the_blocked_path_by_default(monkeypatch):
+  assert jax.default_backend() == 'cpu'
+  assert attention.blocked(None, 1024, 1024)
+  assert not attention.blocked(None, BLK, 1024)       # one block of queries: one shot
+  assert not attention.blocked(None, 1024, 77)        # cross-attention to text tokens: one shot
+  assert not attention.blocked('xla', 1024, 1024) and not attention.blocked('cudnn', 1024, 1024)
+  assert attention.blocked('blocked', 8, 8)
+  for backend in ('gpu', 'tpu'):
+    monkeypatch.setattr(jax, 'default_backend', lambda b=backend: b)
+    assert not attention.blocked(None, 4096, 4096)
+  with pytest.raises(ValueError, match="'flash'.*choose from"):
+    attention.blocked('flash', 8, 8)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+  """Counts traces of the blocked path (by query length)."""
+  seen = []
+  real = attention._blocked_attention  # pylint: disable=protected-access
+
+  def wrapped(q, *a, **kw):
+    seen.append(q.shape[1])
+    return real(q, *a, **kw)
+  monkeypatch.setattr(attention, '_blocked_attention', wrapped)
+  return seen
+
+
+def _rel(ours, theirs):
+  ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+  return np.linalg.norm(ours - theirs) / np.linalg.norm(theirs)
+
+
+def test_vae_mid_block_uses_it_and_matches_diffusers(spy):
+  ref = tiny_sd.vae_model(seed=1)
+  ours, _ = convert_vae.from_torch(ref.state_dict(), dict(ref.config))
+  x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)  # 16x16 latent: 256 tokens
+  with torch.no_grad():
+    post = ref.encode(torch.from_numpy(x)).latent_dist
+    recon = ref.decode(post.mean).sample.numpy()
+  mean, y = jax.jit(lambda m, x: (m.encode(x).mean, m.decode(m.encode(x).mean)))(ours, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  assert spy == [256, 256, 256]  # encoder (twice) and decoder mid-block
+  assert _rel(mean, post.mean.numpy().transpose(0, 2, 3, 1)) <= 1e-5
+  assert _rel(y, recon.transpose(0, 2, 3, 1)) <= 1e-5
+
+
+def test_clip_vision_uses_it_and_matches_transformers(spy):
+  ref = tiny_sd.vision_model(seed=3, patch_size=2)  # 16x16 patches + class token: 257 tokens
+  tiny_sd._perturb(ref)  # pylint: disable=protected-access
+  ours, _ = convert_clip.from_torch(ref.state_dict(), ref.config.to_dict())
+  x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+  with torch.no_grad():
+    t = ref(torch.from_numpy(x))
+  o = jax.jit(lambda m, x: m(x))(ours, jnp.asarray(x.transpose(0, 2, 3, 1)))
+  assert spy == [257, 257]  # both layers
+  assert _rel(o.last_hidden_state, t.last_hidden_state.numpy()) <= 1e-5
+  assert _rel(o.image_embeds, t.image_embeds.numpy()) <= 1e-5
