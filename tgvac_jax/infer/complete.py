@@ -2,22 +2,33 @@
 
 The UNet sees z_t ⊕ E(x) ⊕ E(m) (noisy target, VAE of the occluded frames, VAE of the visible mask drawn as a
 3-channel image) and the CLIP text; the §3.4 temporal sampler denoises videos of any length in overlapping windows.
-Encoding, sampling and decoding are one jit program per input shape.
+Encoding, sampling and decoding are one jit program per input shape, shared by every completer holding the same
+architecture and settings (the graph definitions and the config are its static arguments), so loading a checkpoint
+again or completing many videos of one shape compiles once. Each video's initial noise comes from its own seed:
+a video's result does not depend on the other videos in its batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from tgvac_jax import text
 from tgvac_jax.diffusion.guidance import Cond
 from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig, temporal_sample
+from tgvac_jax.models import checkpoint
+
+COMPONENTS = ('unet', 'vae', 'text_encoder')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,15 +63,48 @@ def _map_frames(fn, x: jax.Array, chunk: int) -> jax.Array:
   return out.reshape((-1,) + out.shape[2:])[:n]
 
 
+@functools.partial(jax.jit, static_argnames=('graphs', 'config', 'mesh'))
+def _complete(params, frames, visible, ids, empty_ids, keys, *, graphs, config: CompletionConfig, mesh):
+  """(B, N, H, W, 3) uint8 frames, (B, N, H, W) bool masks, (B, 77) ids, (B,) keys -> object rgb and amodal mask.
+
+  Videos stay on the leading axis throughout (VAE calls are vmapped over them), so a batch sharded over devices
+  stays sharded."""
+  ug, vg, tg = graphs
+  unet, vae, text_encoder = (nnx.merge(g, p) for g, p in zip(graphs, params))
+  b, n, h, w, _ = frames.shape
+  per_video = lambda fn, x: jax.vmap(lambda v: _map_frames(fn, v, config.vae_chunk))(x)  # noqa: E731
+  encode = vae.encode_latents  # no key: the posterior mean, so the conditioning is not noisy
+  x = frames.astype(jnp.float32) * (2 / 255) - 1
+  cond_lat = jnp.concatenate([per_video(encode, x), per_video(encode, mask_image(visible))], axis=-1)
+  context = text_encoder(ids).last_hidden_state
+  empty = text_encoder(empty_ids).last_hidden_state
+
+  def eps(unet_params, z, t, cond):
+    model = nnx.merge(ug, unet_params)
+    return model(jnp.concatenate([z, cond.frames.astype(z.dtype)], axis=-1), t, cond.context)
+
+  factor, lat = vae.config.downsample_factor, vae.config.latent_channels
+  z_T = jax.vmap(lambda k: jax.random.normal(k, (n, h // factor, w // factor, lat), jnp.float32))(keys)
+  # keys[0] drives the per-step noise of eta > 0 only; with the default eta = 0 each video depends on its own key
+  z0 = temporal_sample(eps, params[0], z_T, Cond(cond_lat, context), keys[0], config.sampler,
+                       uncond_context=empty, mesh=mesh)
+  rgb = per_video(vae.decode_latents, z0)
+  rgb = jnp.clip(jnp.round((rgb + 1) * 127.5), 0, 255).astype(jnp.uint8)
+  return rgb, amodal_mask(rgb, config.mask_threshold)
+
+
 class AmodalCompleter:
   """Holds the four TGVAC parts and completes batches of videos.
 
   unet: 12-input-channel `UNet2DConditionModel` (motion modules optional); vae: `AutoencoderKL`; text_encoder:
   `CLIPTextModel`; tokenize: caption(s) -> int32 ids (`tgvac_jax.text.Tokenize`).
+  mesh: devices to spread each call over, as `config.sampler.shard` says: 'videos' splits the batch (padded to a
+  multiple of the mesh axis with copies of its last video, dropped again), 'windows' splits each chunk of
+  windows. Parameters are replicated on the mesh.
   """
 
   def __init__(self, unet: nnx.Module, vae: nnx.Module, text_encoder: nnx.Module, tokenize,
-               config: CompletionConfig = CompletionConfig()):
+               config: CompletionConfig = CompletionConfig(), *, mesh: Mesh | None = None):
     lat = vae.config.latent_channels
     if unet.config.in_channels != 3 * lat:
       raise ValueError(f'the UNet takes {unet.config.in_channels} input channels; TGVAC needs 3 x {lat} '
@@ -68,43 +112,52 @@ class AmodalCompleter:
     if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
       raise ValueError(f'UNet cross_attention_dim {unet.config.cross_attention_dim} != text encoder width '
                        f'{text_encoder.config.hidden_size}')
+    if config.sampler.shard is not None and mesh is None:
+      raise ValueError(f'sampler shard={config.sampler.shard!r} needs a mesh')
     self.config = config
     self.tokenize = tokenize
+    self.mesh = mesh if config.sampler.shard is not None else None
     self.factor = vae.config.downsample_factor
-    self.latent_channels = lat
-    self._graphs = tuple(nnx.split(m) for m in (unet, vae, text_encoder))
-    self._params = tuple(state for _, state in self._graphs)
-    self._run = jax.jit(self._complete)
+    self.size_multiple = self.factor * unet.config.downsample_factor  # frame sides must be multiples of this
+    self.sample_size = (unet.config.sample_size or 0) * self.factor  # the training resolution, 0 if unknown
+    graphs, params = zip(*(nnx.split(m) for m in (unet, vae, text_encoder)))
+    self._graphs = tuple(graphs)
+    self._params = tuple(params)
+    if self.mesh is not None:
+      self._params = jax.device_put(self._params, NamedSharding(self.mesh, P()))
 
-  def _complete(self, params, frames, visible, ids, empty_ids, key):
-    (ug, _), (vg, _), (tg, _) = self._graphs
-    unet, vae, text = (nnx.merge(g, p) for g, p in zip((ug, vg, tg), params))
-    cfg = self.config
-    b, n, h, w, _ = frames.shape
-    encode = vae.encode_latents  # no key: the posterior mean, so the conditioning is not noisy
-    x = frames.astype(jnp.float32) * (2 / 255) - 1
-    cond_lat = jnp.concatenate([_map_frames(encode, x.reshape((b * n, h, w, 3)), cfg.vae_chunk),
-                                _map_frames(encode, mask_image(visible.reshape((b * n, h, w))), cfg.vae_chunk)],
-                               axis=-1)
-    cond_lat = cond_lat.reshape((b, n) + cond_lat.shape[1:])
-    context = text(ids).last_hidden_state
-    empty = text(empty_ids).last_hidden_state
+  @classmethod
+  def from_pretrained(cls, folder: str | os.PathLike, config: CompletionConfig = CompletionConfig(), *,
+                      mesh: Mesh | None = None, dtype=None) -> AmodalCompleter:
+    """A completer from our pipeline checkpoint folder (unet/ vae/ text_encoder/ tokenizer/); every missing or
+    foreign part is a `CheckpointError` naming it, raised before anything is compiled."""
+    folder = Path(folder)
+    if not folder.is_dir():
+      raise checkpoint.CheckpointError(f'checkpoint {folder} does not exist (expected a pipeline folder with '
+                                       f'{", ".join(COMPONENTS)}, tokenizer)')
+    missing = [c for c in COMPONENTS if not (folder / c / checkpoint.CONFIG_NAME).is_file()]
+    if missing:
+      raise checkpoint.CheckpointError(f'{folder} is not a TGVAC pipeline checkpoint: no {", ".join(missing)} '
+                                       'component (expected unet/ vae/ text_encoder/ tokenizer/)')
+    tokenize = text.Tokenize(folder / 'tokenizer')
+    tokenize.tokenizer  # noqa: B018 -- load now: a missing tokenizer is an error before the weights are read
+    parts = checkpoint.load_pipeline(folder, COMPONENTS, dtype=dtype)
+    return cls(*(parts[c][0] for c in COMPONENTS), tokenize, config, mesh=mesh)
 
-    def eps(unet_params, z, t, cond):
-      model = nnx.merge(ug, unet_params)
-      return model(jnp.concatenate([z, cond.frames.astype(z.dtype)], axis=-1), t, cond.context)
-
-    z_T = jax.random.normal(key, (b, n, h // self.factor, w // self.factor, self.latent_channels), jnp.float32)
-    z0 = temporal_sample(eps, params[0], z_T, Cond(cond_lat, context), key, cfg.sampler, uncond_context=empty)
-    rgb = _map_frames(vae.decode_latents, z0.reshape((b * n,) + z0.shape[2:]), cfg.vae_chunk)
-    rgb = jnp.clip(jnp.round((rgb + 1) * 127.5), 0, 255).astype(jnp.uint8).reshape((b, n, h, w, 3))
-    return rgb, amodal_mask(rgb, cfg.mask_threshold)
+  @property
+  def batch_multiple(self) -> int:
+    """Videos per call that fill the mesh (batches are padded up to a multiple of this)."""
+    if self.mesh is None or self.config.sampler.shard != 'videos':
+      return 1
+    axes = self.config.sampler.mesh_axis
+    return int(np.prod([self.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes)]))
 
   def __call__(self, frames: np.ndarray, visible_masks: np.ndarray, captions: str | Sequence[str], *,
-               seed: int = 0) -> Completion:
+               seed: int | Sequence[int] = 0) -> Completion:
     """frames (B, N, H, W, 3) uint8, visible_masks (B, N, H, W) bool, one caption per video -> `Completion`.
 
-    A single video without the batch axis ((N, H, W, 3), (N, H, W), str) is accepted too.
+    seed: one per video, or one int for all (a video's noise depends on its seed only). A single video without
+    the batch axis ((N, H, W, 3), (N, H, W), str) is accepted too.
     """
     frames, visible_masks = np.asarray(frames), np.asarray(visible_masks)
     single = frames.ndim == 4
@@ -115,14 +168,26 @@ class AmodalCompleter:
       raise ValueError(f'frames must be (B, N, H, W, 3) uint8, got shape {frames.shape}')
     if visible_masks.shape != frames.shape[:-1]:
       raise ValueError(f'visible masks {visible_masks.shape} do not match frames {frames.shape[:-1]}')
-    if len(captions) != frames.shape[0]:
-      raise ValueError(f'{len(captions)} captions for {frames.shape[0]} videos')
+    b = frames.shape[0]
+    if len(captions) != b:
+      raise ValueError(f'{len(captions)} captions for {b} videos')
+    seeds = [seed] * b if isinstance(seed, (int, np.integer)) else list(seed)
+    if len(seeds) != b:
+      raise ValueError(f'{len(seeds)} seeds for {b} videos')
     h, w = frames.shape[2:4]
-    if h % self.factor or w % self.factor:
-      raise ValueError(f'frame size {h}x{w} is not divisible by {self.factor} (VAE and UNet down-sampling)')
-    ids = jnp.asarray(self.tokenize(captions))
-    empty = jnp.asarray(self.tokenize(['']))
-    rgb, mask = self._run(self._params, jnp.asarray(frames, jnp.uint8), jnp.asarray(visible_masks, bool), ids,
-                          empty, jax.random.key(seed))
-    rgb, mask = np.asarray(rgb), np.asarray(mask)
+    if h % self.size_multiple or w % self.size_multiple:
+      raise ValueError(f'frame size {h}x{w} is not divisible by {self.size_multiple} (VAE and UNet down-sampling)')
+    pad = -b % self.batch_multiple
+    take = lambda x: np.concatenate([x, np.repeat(x[-1:], pad, 0)]) if pad else x  # noqa: E731
+    ids = take(self.tokenize(captions))
+    keys = jax.vmap(jax.random.key)(jnp.asarray(take(np.asarray(seeds)), jnp.uint32))
+    args = (jnp.asarray(take(frames), jnp.uint8), jnp.asarray(take(visible_masks), bool), jnp.asarray(ids), keys)
+    if self.mesh is not None and self.config.sampler.shard == 'videos':
+      args = jax.device_put(args, NamedSharding(self.mesh, P(self.config.sampler.mesh_axis)))
+    elif self.mesh is not None:
+      args = jax.device_put(args, NamedSharding(self.mesh, P()))
+    frames_d, visible_d, ids_d, keys_d = args
+    rgb, mask = _complete(self._params, frames_d, visible_d, ids_d, jnp.asarray(self.tokenize([''])), keys_d,
+                          graphs=self._graphs, config=self.config, mesh=self.mesh)
+    rgb, mask = np.asarray(rgb)[:b], np.asarray(mask)[:b]
     return Completion(rgb[0], mask[0]) if single else Completion(rgb, mask)

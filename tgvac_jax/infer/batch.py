@@ -1,0 +1,180 @@
+"""Completing many videos: `complete_sequences(completer, sequences, out_dir, settings)`.
+
+Output per sequence: `out_dir/<name>/` as `outputs.py` lays it out. Every sequence folder is written to a
+temporary sibling and renamed into place when complete, so a killed run leaves no half-written sequence; a rerun
+removes the temporaries such a run left, skips the sequences already there (unless `overwrite`) and completes
+the rest.
+
+Spread: each process takes every `process_count`-th sequence (its share; no communication between processes).
+Inside a process, sequences of one shape (frames x canvas) are batched: `batch_size` rows per model call, one row
+per video and hypothesis, spread over the completer's mesh (`shard='videos'`) -- and the compiled program is
+reused for every batch of that shape. Every input is checked before the first compile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from tgvac_jax.infer import hypotheses, outputs, resize
+from tgvac_jax.infer.complete import AmodalCompleter
+from tgvac_jax.infer.sources import InputSequence
+from tgvac_jax.models.checkpoint import atomic_folder
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferSettings:
+  resolution: int = 0          # square model resolution; 0: the checkpoint's (unet sample_size x VAE factor)
+  fit: str = 'pad'             # resize.FITS
+  num_samples: int = 1         # hypotheses per video, seeds seed, seed + 1, ...
+  seed: int = 0
+  select: str = 'coverage'     # hypotheses.CRITERIA: which hypothesis is written
+  keep_samples: bool = False   # also write every hypothesis under samples/<k>/
+  batch_size: int = 0          # rows (videos x samples) per model call; 0: the completer's devices (1 without)
+  preview_height: int = 256    # side-by-side mp4/GIF panel height (never above the input's)
+  fps: float = 10.0            # for frame folders; video files keep their own
+  overwrite: bool = False      # redo sequences whose folder exists
+
+  def __post_init__(self):
+    if self.fit not in resize.FITS:
+      raise ValueError(f'fit {self.fit!r} is not one of {resize.FITS}')
+    if self.select not in hypotheses.CRITERIA:
+      raise ValueError(f'select {self.select!r} is not one of {hypotheses.CRITERIA}')
+    if self.num_samples < 1 or self.batch_size < 0 or self.fps <= 0 or self.preview_height < 1:
+      raise ValueError('num_samples, fps and preview_height must be >= 1 and batch_size >= 0')
+
+
+def caption_tokens(tokenize, caption: str) -> int:
+  """Token count of a caption with its start/end tokens (what the text encoder would need)."""
+  return len(tokenize.tokenizer(caption)['input_ids'])
+
+
+def _remove_stale(out_dir: Path, name: str) -> None:
+  """Temporaries of a killed run (`atomic_folder`'s .<name>.tmp-* / .<name>.old-*)."""
+  for p in list(out_dir.glob(f'.{name}.tmp-*')) + list(out_dir.glob(f'.{name}.old-*')):
+    shutil.rmtree(p, ignore_errors=True)
+
+
+class _Planned:
+  def __init__(self, seq: InputSequence, num_frames: int, placement: resize.Placement, tokens: int):
+    self.seq, self.num_frames, self.placement, self.tokens = seq, num_frames, placement, tokens
+
+  @property
+  def shape(self):
+    return self.num_frames, self.placement.canvas
+
+
+def _plan(completer: AmodalCompleter, todo: Sequence[InputSequence], settings: InferSettings) -> list[_Planned]:
+  resolution = resize.model_resolution(settings.resolution, completer.sample_size)
+  max_len = getattr(completer.tokenize, 'max_length', None)
+  planned = []
+  for seq in todo:
+    n, h, w = seq.check()
+    tokens = caption_tokens(completer.tokenize, seq.text) if max_len else 0
+    if max_len and tokens > max_len:
+      log.warning('%s: the caption has %d tokens, CLIP reads %d: it is truncated', seq.name, tokens, max_len)
+    planned.append(_Planned(seq, n, resize.placement((h, w), resolution, completer.size_multiple, settings.fit),
+                            tokens))
+  return planned
+
+
+def _info(p: _Planned, completer: AmodalCompleter, settings: InferSettings, seeds, scores, chosen: int,
+          timings: dict, fps: float, record: dict | None) -> dict:
+  max_len = getattr(completer.tokenize, 'max_length', None)
+  return {
+      'sequence': p.seq.name, 'caption': p.seq.text, 'caption_tokens': p.tokens,
+      'caption_truncated': bool(max_len and p.tokens > max_len), 'source': p.seq.describe(),
+      'frames': p.num_frames, 'input_size': list(p.placement.size), 'model_canvas': list(p.placement.canvas),
+      'content_box': list(p.placement.box), 'fps': fps,
+      'hypotheses': {'seeds': seeds, 'scores': scores, 'select': settings.select, 'chosen': chosen},
+      'settings': dataclasses.asdict(settings), 'completion': dataclasses.asdict(completer.config),
+      'timings': timings, 'devices': [str(d) for d in (completer.mesh.devices.flat if completer.mesh is not None
+                                                       else jax.local_devices()[:1])],
+      **(record or {})}
+
+
+def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequence], out_dir,
+                       settings: InferSettings = InferSettings(), *, record: dict | None = None,
+                       process_index: int | None = None, process_count: int | None = None,
+                       progress: bool = True) -> dict[str, str]:
+  """Completes this process's share of `sequences` into `out_dir/<name>/`; returns {name: 'done' | 'skipped'}.
+
+  record: extra fields for every completion.json (checkpoint, config, ...). process_index/count default to
+  jax's (each process takes sequences[index::count]).
+  """
+  names = [s.name for s in sequences]
+  dupes = sorted({n for n in names if names.count(n) > 1})
+  if dupes:
+    raise ValueError(f'sequence names used twice: {dupes}')
+  pi = jax.process_index() if process_index is None else process_index
+  pc = jax.process_count() if process_count is None else process_count
+  out_dir = Path(out_dir).absolute()
+  share = list(sequences)[pi::pc]
+  status = {}
+  for seq in share:
+    _remove_stale(out_dir, seq.name)
+    if not settings.overwrite and (out_dir / seq.name).is_dir():
+      status[seq.name] = 'skipped'
+  if status:
+    log.info('%d of %d sequences already done in %s: skipped', len(status), len(share), out_dir)
+  planned = _plan(completer, [s for s in share if s.name not in status], settings)
+
+  groups: dict = {}
+  for p in planned:
+    groups.setdefault(p.shape, []).append(p)
+  rows = settings.batch_size or completer.batch_multiple
+  per_call = max(1, rows // settings.num_samples)
+  seeds = [settings.seed + k for k in range(settings.num_samples)]
+  t0, frames_done = time.time(), 0
+  bar = tqdm(total=len(planned), unit='video', disable=not progress, desc='complete')
+  for group in groups.values():
+    first_call = True
+    for start in range(0, len(group), per_call):
+      batch = group[start:start + per_call]
+      t_read = time.time()
+      clips = [p.seq.load() for p in batch]
+      read_s = (time.time() - t_read) / len(batch)
+      canvas = [resize.to_model(c.frames, c.visible, p.placement) for c, p in zip(clips, batch)]
+      s = settings.num_samples
+      t_call = time.time()
+      out = completer(np.stack([f for f, _ in canvas for _ in range(s)]),
+                      np.stack([m for _, m in canvas for _ in range(s)]),
+                      [p.seq.text for p in batch for _ in range(s)], seed=seeds * len(batch))
+      call_s = time.time() - t_call
+      for i, (p, clip) in enumerate(zip(batch, clips)):
+        rgb, amodal = out.rgb[i * s:(i + 1) * s], out.mask[i * s:(i + 1) * s]
+        scores = hypotheses.scores(amodal, canvas[i][1])
+        chosen = hypotheses.choose(scores, settings.select)
+        keep = range(s) if settings.keep_samples else [chosen]
+        back = {k: resize.from_model(rgb[k], amodal[k], p.placement) for k in keep}
+        fps = clip.fps or settings.fps
+        timings = {'read_s': round(read_s, 3), 'call_s': round(call_s, 3), 'call_videos': len(batch),
+                   'call_rows': len(batch) * s, 'call_compiled': first_call}
+        samples = (np.stack([back[k][0] for k in keep]), np.stack([back[k][1] for k in keep])) \
+            if settings.keep_samples else None
+
+        def write(tmp: Path, p=p, clip=clip, chosen=chosen, scores=scores, timings=timings, samples=samples,
+                  fps=fps, back=back):
+          outputs.write_completion(
+              tmp, clip.stems, clip.frames, clip.visible, *back[chosen],
+              _info(p, completer, settings, seeds, scores, chosen, timings, fps, record), fps=fps,
+              preview_height=settings.preview_height, write_visible=p.seq.prompt is not None, samples=samples)
+
+        atomic_folder(out_dir / p.seq.name, write)
+        status[p.seq.name] = 'done'
+        frames_done += p.num_frames
+        bar.update(1)
+        bar.set_postfix(frames_per_s=f'{frames_done / (time.time() - t0):.2f}')
+      first_call = False
+  bar.close()
+  return status
