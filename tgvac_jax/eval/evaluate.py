@@ -25,6 +25,7 @@ from tgvac_jax.eval import image_quality, iou
 from tgvac_jax.eval.amodal_root import GroundTruth, Prediction
 from tgvac_jax.eval.clip_score import clip_embedding_fn, clip_similarity
 from tgvac_jax.eval.lpips import embedding_fn, load_lpips, lpips_fn
+from tgvac_jax.eval.summary import METRICS
 from tgvac_jax.eval.temporal_consistency import consecutive_cosines
 
 HARD = 0.5   # occlusion rate from which a frame is a hard case (paper §4.2, after Xu et al. 2024)
@@ -81,8 +82,7 @@ def evaluate_video(truth: GroundTruth, pred: Prediction, scorers: Scorers | None
       raise ValueError(f'{truth.name}: predicted objects {pred.objects.shape} vs ground truth {truth.objects.shape}')
     cols['lpips'] = _chunked(scorers.lpips, pred.objects, truth.objects, chunk=scorers.chunk)
     cols['psnr_occ'] = image_quality.psnr(pred.objects, truth.objects, hidden)
-    cols['ssim_occ'] = _chunked(lambda a, b, r: image_quality.ssim(a, b, r), pred.objects, truth.objects, hidden,
-                                chunk=scorers.chunk)
+    cols['ssim_occ'] = _chunked(image_quality.ssim, pred.objects, truth.objects, hidden, chunk=scorers.chunk)
     emb = _chunked(scorers.tc_embed, pred.objects, chunk=scorers.chunk)
     cols['tc'] = np.concatenate([[np.nan], consecutive_cosines(emb)])
     if scorers.clip_embed is not None:
@@ -93,8 +93,7 @@ def evaluate_video(truth: GroundTruth, pred: Prediction, scorers: Scorers | None
   for t in range(n):
     rec = {'video': truth.name, 'frame': t, 'stem': truth.stems[t], 'occlusion_rate': float(rate[t]),
            'split': 'hard' if rate[t] >= HARD else 'easy', 'occluded': bool(hidden[t].any())}
-    for key in ('iou_c2f', 'iou_savos', 'iou_occ_c2f', 'iou_occ_savos', 'lpips', 'psnr_occ', 'ssim_occ', 'tc',
-                'clip'):
+    for key in METRICS:
       rec[key] = _value(cols[key][t]) if key in cols else None
     records.append(rec)
   return records
