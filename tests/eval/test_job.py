@@ -4,7 +4,6 @@ folder (CLIP numbers from PyTorch), and bad inputs (one message, nothing written
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
