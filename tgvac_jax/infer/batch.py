@@ -56,7 +56,7 @@ class InferSettings:
 
 def caption_tokens(tokenize, caption: str) -> int:
   """Token count of a caption with its start/end tokens (what the text encoder would need)."""
-  return len(tokenize.tokenizer(caption)['input_ids'])
+  return len(tokenize.tokenizer(caption, verbose=False)['input_ids'])
 
 
 def _remove_stale(out_dir: Path, name: str) -> None:
