@@ -1,122 +1,332 @@
-"""The embedded demo: the whole pipeline on a CPU with nothing downloaded.
+"""The embedded demo: tiny TGVAC models trained from scratch on a CPU, then the paper's ablation in miniature.
 
-1. builds the procedural synthetic-occlusion dataset (data_prep, TFDS array_record);
-2. streams validation clips through the Grain loader;
-3. builds tiny TGVAC models from scratch (12-channel UNet with motion modules, VAE, CLIP text encoder, a
-   character-level CLIP tokenizer);
-4. completes the clips with the §3.4 overlapping-window sampler and writes, per clip, one image per frame
-   (occluded input | visible mask | completion | ground truth), the predicted amodal masks and summary.json.
-The models are untrained until the trainer lands, so completions are noise: the demo proves the plumbing.
+Every step is a job users run, with a config derived from its own config file:
+  1. data_prep builds the procedural dataset (clips of `data.clip_len` frames, split 80/20 by video);
+  2. configs/vae.py trains the autoencoder, configs/frame.py the frame stage (eq. 2) from it and a fresh
+     12-channel UNet, configs/motion.py the motion stage (eq. 3) on `motion.clip_len`-frame windows;
+     `workdir/motion/model` is the pipeline checkpoint (configs/infer.py, convert.to_diffusers);
+  3. configs/infer.py completes the held-out clips (longer than the training window) once per learned row,
+     tgvac_jax.eval.baselines writes the non-learned rows, configs/eval.py scores every row;
+  4. `workdir/ablation/`: table.md / table.json (the rows side by side) and GIFs;
+  5. clips of another size and length, never seen, as a DAVIS-style folder: configs/infer.py, configs/eval.py.
+A rerun reuses every finished part (a stage whose settings and inputs are unchanged, built datasets, completed
+sequences) and says so; `rebuild=True` starts over.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
 from absl import logging
 from flax import nnx
-from PIL import Image
 
-from data_prep.builder import BuildConfig, build
+from configs import eval as eval_config
+from configs import frame as frame_config
+from configs import infer as infer_config
+from configs import motion as motion_config
+from configs import vae as vae_config
+from data_prep.builder import build
 from data_prep.occlusion import SynthConfig
-from data_prep.sources import get_source
+from data_prep.sources.procedural import ProceduralSource
+from data_prep.staging import BuildConfig
 from tgvac_jax import text
-from tgvac_jax.data.pipeline import LoaderConfig, clip_dataset
-from tgvac_jax.diffusion.ddim import DDIMConfig
-from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig
-from tgvac_jax.infer.complete import AmodalCompleter, CompletionConfig
-from tgvac_jax.models.clip import CLIPTextConfig, CLIPTextModel
+from tgvac_jax.eval import amodal_root, baselines
+from tgvac_jax.eval import job as eval_job
+from tgvac_jax.infer import io as infer_io
+from tgvac_jax.infer import job as infer_job
+from tgvac_jax.infer import outputs
+from tgvac_jax.models import checkpoint
+from tgvac_jax.models.clip import CLIPTextModel
 from tgvac_jax.models.init import jit_init
-from tgvac_jax.models.motion import MotionConfig
-from tgvac_jax.models.unet import UNetConfig, create_unet
-from tgvac_jax.models.vae import AutoencoderKL, AutoencoderKLConfig
+from tgvac_jax.models.unet import UNet2DConditionModel
+from tgvac_jax.train import stages
+from tgvac_jax.train import trainer
+from tgvac_jax.train.checkpoints import MODEL_DIR
+
+STAMP = 'demo_stage.json'   # a finished stage: its settings and its inputs' fingerprint
 
 
-def _models(c, vocab_size: int):
-  m = c.model
-  vae_cfg = AutoencoderKLConfig(block_out_channels=tuple(m.vae_channels), norm_num_groups=16,
-                                down_block_types=('DownEncoderBlock2D',) * len(m.vae_channels),
-                                up_block_types=('UpDecoderBlock2D',) * len(m.vae_channels), sample_size=c.data.size)
-  text_cfg = CLIPTextConfig(vocab_size=vocab_size, hidden_size=m.text_width, intermediate_size=2 * m.text_width,
-                            projection_dim=m.text_width, num_hidden_layers=m.text_layers, num_attention_heads=4,
-                            bos_token_id=0, eos_token_id=1, pad_token_id=1)
-  n = len(m.unet_channels)
-  unet_cfg = UNetConfig(in_channels=3 * vae_cfg.latent_channels, block_out_channels=tuple(m.unet_channels),
-                        down_block_types=('CrossAttnDownBlock2D',) * (n - 1) + ('DownBlock2D',),
-                        up_block_types=('UpBlock2D',) + ('CrossAttnUpBlock2D',) * (n - 1), layers_per_block=1,
-                        norm_num_groups=16, cross_attention_dim=m.text_width, attention_head_dim=4,
-                        sample_size=c.data.size // vae_cfg.downsample_factor,
-                        motion=MotionConfig(num_attention_heads=4, norm_num_groups=16) if m.motion else None)
-  return (create_unet(unet_cfg, seed=c.seed), jit_init(lambda: AutoencoderKL(vae_cfg, rngs=nnx.Rngs(c.seed + 1))),
-          jit_init(lambda: CLIPTextModel(text_cfg, rngs=nnx.Rngs(c.seed + 2))))
+class Clock:
+  """Wall time per part, for the log and the table."""
+
+  def __init__(self):
+    self.t0 = self.last = time.time()
+    self.parts: dict[str, float] = {}
+
+  def done(self, part: str) -> None:
+    now = time.time()
+    self.parts[part] = round(now - self.last, 1)
+    self.last = now
+    logging.info('[demo] %s: %.1fs (total %.1fs)', part, self.parts[part], now - self.t0)
 
 
-def _save_clip(folder: str, batch: dict, i: int, rgb: np.ndarray, mask: np.ndarray) -> dict:
-  os.makedirs(folder)
-  occluded, visible, target = batch['occluded'][i], batch['visible_mask'][i], batch['amodal'][i]
-  gt = batch['amodal_mask'][i].astype(bool)
-  for f in range(rgb.shape[0]):
-    vis = np.repeat(visible[f][..., None] * 255, 3, axis=-1).astype(np.uint8)
-    Image.fromarray(np.concatenate([occluded[f], vis, rgb[f], target[f]], axis=1)).save(
-        os.path.join(folder, f'frame_{f:04d}.png'))
-    Image.fromarray(mask[f].astype(np.uint8) * 255).save(os.path.join(folder, f'amodal_mask_{f:04d}.png'))
-  inter = (mask & gt).sum(axis=(1, 2))
-  union = (mask | gt).sum(axis=(1, 2))
-  return {'caption': str(batch['caption'][i]), 'frames': int(rgb.shape[0]),
-          'mean_occlusion_rate': float(batch['occlusion_rate'][i].mean()),
-          'amodal_miou': float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))}
+def _fingerprint(*parts) -> str:
+  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+
+# ------------------------------------------------------------------------------------------- data
+
+def build_procedural(c, out: Path, *, seed: int, num_videos: int, size: int, clip_len: int,
+                     clips_per_track: int) -> str:
+  """data_prep's build of the procedural source (reused when the same build exists); the dataset folder."""
+  source = ProceduralSource(num_videos=num_videos, size=size, min_frames=clip_len + 4, max_frames=clip_len + 16,
+                            seed=seed)
+  cfg = BuildConfig(synth=SynthConfig(clip_len=clip_len, resolution=size, clips_per_track=clips_per_track),
+                    seed=seed)
+  existed = out.is_dir()
+  result = build(source, cfg, str(out), progress=False)
+  logging.info('[demo] dataset %s: %s (%s)', out.name, result.num_examples, 'reused' if existed else 'built')
+  return result.dataset_dir
+
+
+# ------------------------------------------------------------------------------------------- training
+
+def _trainer_config(c, base, stage: str, workdir: Path, dataset: str, init: str = ''):
+  """configs/<stage>.py:tiny with the demo's sizes, data and schedule."""
+  s = c[stage]
+  t = base
+  t.workdir = str(workdir)
+  t.seed = c.seed
+  t.init.from_scratch = not init
+  t.init.checkpoint = init
+  t.init.motion_heads = c.model.motion_heads
+  t.data.dataset = dataset
+  t.data.procedural = 0
+  t.data.size = c.data.size
+  t.data.shuffle_seed = c.seed
+  for k, v in c.model.items():
+    t.model[k] = v
+  t.num_steps = s.steps
+  t.batch_size = s.batch_size
+  t.optim.lr = s.lr
+  t.optim.warmup_steps = max(1, s.steps // 20)
+  t.optim.schedule = 'cosine'
+  t.ema_decay = float(min(0.999, 1 - 10 / max(s.steps, 20)))
+  t.checkpoint.every = s.steps
+  t.checkpoint.async_save = False
+  t.log.every = max(1, s.steps // 20)
+  t.log.val_every = 0
+  t.compute_dtype = 'float32'
+  return t
+
+
+def train_stage(c, name: str, config, upstream: str, clock: Clock) -> tuple[Path, str, bool]:
+  """Runs the trainer for one stage unless a finished run with the same settings and inputs is there;
+  (model folder, fingerprint, trained now)."""
+  workdir = Path(config.workdir)
+  fp = _fingerprint(config.to_dict(), upstream)
+  stamp = workdir / STAMP
+  model = workdir / MODEL_DIR
+  if stamp.is_file() and json.loads(stamp.read_text()).get('fingerprint') == fp and model.is_dir():
+    logging.info('[demo] %s stage: reusing %s (same settings; rebuild=True to retrain)', name, model)
+    return model, fp, False
+  shutil.rmtree(workdir, ignore_errors=True)  # other settings or a half-finished run: start this stage over
+  logging.info('[demo] %s stage: %d steps, batch %d -> %s', name, config.num_steps, config.batch_size, workdir)
+  trainer.run(config)
+  stamp.write_text(json.dumps({'fingerprint': fp, 'config': config.to_dict()}, default=str) + '\n')
+  clock.done(f'train {name}')
+  return model, fp, True
+
+
+def frame_init(c, vae_model: Path, out: Path) -> str:
+  """The frame stage's starting checkpoint: the trained autoencoder with a fresh 12-channel UNet and text
+  encoder (the from-scratch stand-ins for SD-1.5's) and the character tokenizer."""
+  if out.is_dir():
+    return str(out)
+  tok = out.parent / 'tokenizer'
+  if not tok.is_dir():
+    checkpoint.atomic_folder(tok, text.write_char_tokenizer)
+  unet_cfg, _, text_cfg = stages.scratch_configs(c.model, c.data.size, len(text.load_tokenizer(tok)), motion=False)
+  models = {'unet': jit_init(lambda: UNet2DConditionModel(unet_cfg, rngs=nnx.Rngs(c.seed))),
+            'vae': checkpoint.load_component(vae_model / 'vae')[0],
+            'text_encoder': jit_init(lambda: CLIPTextModel(text_cfg, rngs=nnx.Rngs(c.seed + 2)))}
+  checkpoint.save_pipeline(out, models, {'tokenizer': tok})
+  return str(out)
+
+
+# ------------------------------------------------------------------------------------------- rows
+
+def _infer(c, checkpoint_dir: str, root: Path, out: Path, *, window: int, stride: int, captions: str = '',
+           resolution: int = 0) -> None:
+  ic = infer_config.get_config()
+  ic.checkpoint, ic.root, ic.out, ic.captions = checkpoint_dir, str(root), str(out), captions
+  ic.seed, ic.resolution = c.seed, resolution
+  ic.shard = 'none'
+  ic.sampler.window_length, ic.sampler.stride = window, stride
+  ic.sampler.steps, ic.sampler.guidance_scale = c.sample.steps, c.sample.guidance_scale
+  ic.sampler.chunk_size = c.sample.chunk_size
+  infer_job.run(ic)
+
+
+def _score(root: Path, predictions: Path, out: Path, name: str, max_videos: int = 0) -> dict:
+  ec = eval_config.get_config()
+  ec.data, ec.predictions, ec.out, ec.name, ec.max_videos = str(root), str(predictions), str(out), name, max_videos
+  eval_job.run(ec)
+  return json.loads((out / eval_job.METRICS / 'summary.json').read_text())['summary']
+
+
+def write_baseline(root: Path, names: list[str], out: Path, method) -> None:
+  """A non-learned row's predictions in inference's layout (per sequence, atomically; finished ones kept)."""
+  for name in names:
+    if (out / name).is_dir():
+      continue
+    gt = amodal_root.read_ground_truth(root, name)
+    frames = infer_io.read_video(root / amodal_root.FRAMES / name).frames
+    rgb, amodal = method(frames, gt.visible)
+    checkpoint.atomic_folder(out / name, lambda tmp, f=frames, v=gt.visible, r=rgb, a=amodal, s=gt.stems:
+                             outputs.write_completion(tmp, s, f, v, r, a, {'method': method.__name__}, fps=8.0,
+                                                      preview_height=256))
+
+
+def ablation_rows(c, frame_model: Path, motion_model: Path) -> list[tuple[str, dict]]:
+  """(row name, how its predictions are made) in the order of the paper's Table 3."""
+  w = c.sample.window_length
+  rows = [('visible only', {'baseline': baselines.visible_only}),
+          ('temporal propagation (non-learned)', {'baseline': baselines.temporal_propagation}),
+          ('frame stage, no text', {'model': frame_model, 'window': w, 'stride': w, 'no_text': True}),
+          ('frame stage', {'model': frame_model, 'window': w, 'stride': w}),
+          (f'motion stage, no temporal diffusion (windows of {w}, no overlap)',
+           {'model': motion_model, 'window': w, 'stride': w})]
+  rows += [(f'motion stage, temporal diffusion stride {s}', {'model': motion_model, 'window': w, 'stride': s})
+           for s in c.sample.strides if s < w]
+  return rows
+
+
+def _slug(name: str) -> str:
+  return ''.join(ch if ch.isalnum() else '_' for ch in name).strip('_')[:60]
+
+
+TABLE_COLUMNS = (('iou_c2f', 'amodal mIoU ↑', 100), ('iou_occ_c2f', 'occ. mIoU (C2F-Seg) ↑', 100),
+                 ('iou_occ_savos', 'occ. mIoU (SaVos) ↑', 100), ('iou_occ_occluded', 'occ. mIoU (occluded frames) ↑', 100),
+                 ('lpips', 'LPIPS ↓', 1), ('tc', 'TC ↑ ({tc})', 1), ('psnr_occ', 'PSNR occ. ↑', 1))
+
+
+def ablation_table(results: dict[str, dict], header: str) -> str:
+  """Markdown: one table per split (all, easy, hard), one row per method, the columns above."""
+  tc = next((s['tc_space'] for s in results.values() if s.get('tc_space')), 'n/a')
+  lines = [header, '']
+  for split in ('all', 'easy', 'hard'):
+    some = next(iter(results.values()))['splits'][split]
+    lines += [f'### {split} frames ({some["frames"]} frames, {some["occluded_frames"]} occluded, '
+              f'{some["videos"]} clips)', '']
+    lines.append('| Method | ' + ' | '.join(h.format(tc=tc) for _, h, _ in TABLE_COLUMNS) + ' |')
+    lines.append('|---' * (len(TABLE_COLUMNS) + 1) + '|')
+    for name, s in results.items():
+      cells = []
+      for key, _, scale in TABLE_COLUMNS:
+        v = s['splits'][split].get(key)
+        cells.append('n/a' if v is None else f'{v * scale:.{2 if scale == 100 or key == "psnr_occ" else 3}f}')
+      lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  lines.append('mIoU ×100 over every frame of the held-out clips; C2F-Seg scores a frame without occlusion 0, '
+               'SaVos 1; "occluded frames" averages over frames with a hidden part only. TC: mean cosine between '
+               f'consecutive completed frames in the {tc} space (no CLIP weights offline). PSNR over the hidden '
+               'region A − M.')
+  return '\n'.join(lines) + '\n'
+
+
+def ablation_gifs(root: Path, names: list[str], predictions: dict[str, Path], out: Path, size: int = 96) -> None:
+  """Per clip one GIF: input | visible mask | each row's completion | ground truth, `size` pixels per panel."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  out.mkdir(parents=True, exist_ok=True)
+  for name in names:
+    gt = amodal_root.read_ground_truth(root, name)
+    frames = infer_io.read_video(root / amodal_root.FRAMES / name).frames
+    vis = np.repeat((gt.visible * np.uint8(255))[..., None], 3, axis=-1)
+    panels = [frames, vis] + [amodal_root.read_prediction(p, name, gt.stems).objects for p in predictions.values()]
+    panels.append(gt.objects)
+    rows = [np.concatenate([np.asarray(Image.fromarray(p[t]).resize((size, size), Image.NEAREST)) for p in panels],
+                           axis=1) for t in range(len(frames))]
+    infer_io.write_gif(out / f'{name}.gif', np.stack(rows), 6.0)
+  (out / 'panels.txt').write_text('input | visible mask | ' + ' | '.join(predictions) + ' | ground truth\n')
+
+
+# ------------------------------------------------------------------------------------------- the job
 
 def run(c) -> None:
-  t0 = time.time()
-  workdir = os.path.abspath(c.workdir)
-  os.makedirs(workdir, exist_ok=True)
+  clock = Clock()
+  workdir = Path(c.workdir).absolute()
+  if c.rebuild and workdir.exists():
+    logging.info('[demo] rebuild=True: removing %s', workdir)
+    shutil.rmtree(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  # compiled programs persist in the workdir: a rerun skips most of the compile time too
+  jax.config.update('jax_compilation_cache_dir', str(workdir / 'jax_cache'))
 
-  logging.info('[1/4] procedural dataset -> %s', workdir)
-  source = get_source('procedural', None, num_videos=c.data.num_videos, size=c.data.size,
-                      min_frames=c.data.clip_len + 4, max_frames=c.data.clip_len + 16, seed=c.seed)
-  built = build(source, BuildConfig(synth=SynthConfig(clip_len=c.data.clip_len, resolution=c.data.size),
-                                    seed=c.seed), os.path.join(workdir, 'data'))
-  logging.info('      %s: %s clips', built.dataset_dir, built.num_examples)
+  dataset = build_procedural(c, workdir / 'data', seed=c.seed, num_videos=c.data.num_videos, size=c.data.size,
+                             clip_len=c.data.clip_len, clips_per_track=c.data.clips_per_track)
+  clock.done('dataset')
 
-  logging.info('[2/4] validation clips through the Grain loader')
-  loader = clip_dataset(built.dataset_dir, LoaderConfig.eval(batch_size=c.data.num_examples, size=c.data.size,
-                                                             output='uint8', worker_count=0), split='validation')
-  batch = next(iter(loader))
+  vae_cfg = _trainer_config(c, vae_config.get_config('tiny'), 'vae', workdir / 'vae', dataset)
+  vae_model, fp, _ = train_stage(c, 'vae', vae_cfg, _fingerprint(dataset), clock)
+  init = frame_init(c, vae_model, workdir / 'frame_init' / fp)
+  frame_cfg = _trainer_config(c, frame_config.get_config('tiny'), 'frame', workdir / 'frame', dataset, init)
+  frame_model, fp, _ = train_stage(c, 'frame', frame_cfg, fp, clock)
+  motion_cfg = _trainer_config(c, motion_config.get_config('tiny'), 'motion', workdir / 'motion', dataset,
+                               str(frame_model))
+  motion_cfg.data.clip_len = c.motion.clip_len
+  motion_model, fp, _ = train_stage(c, 'motion', motion_cfg, fp, clock)
+  logging.info('[demo] pipeline checkpoint: %s', motion_model)
 
-  logging.info('[3/4] tiny TGVAC models from scratch')
-  tok_dir = os.path.join(workdir, 'tokenizer')
-  vocab_size = text.write_char_tokenizer(tok_dir)
-  unet, vae, text_encoder = _models(c, vocab_size)
-  sampler = TemporalSamplerConfig(window_length=c.sample.window_length, stride=c.sample.stride,
-                                  guidance_scale=c.sample.guidance_scale, chunk_size=c.sample.chunk_size,
-                                  ddim=DDIMConfig(num_inference_steps=c.sample.steps))
-  completer = AmodalCompleter(unet, vae, text_encoder, text.Tokenize(tok_dir),
-                              CompletionConfig(sampler=sampler))
+  # the held-out clips as an amodal root, and every row's predictions under eval/<fingerprint>/
+  evaldir = workdir / 'eval' / fp
+  gt_root = eval_job.export_split(dataset, 'validation', evaldir / 'ground_truth', c.eval.max_videos)
+  names = amodal_root.sequences(gt_root)
+  no_text = evaldir / 'captions_no_text.json'
+  if not no_text.is_file():
+    no_text.write_text(json.dumps({n: '' for n in names}) + '\n')
+  results, predictions = {}, {}
+  for name, how in ablation_rows(c, frame_model, motion_model):
+    rowdir = evaldir / _slug(name)
+    pred = rowdir / 'predictions'
+    reused = pred.is_dir() and sorted(p.name for p in pred.iterdir() if p.is_dir()) == names
+    if 'baseline' in how:
+      write_baseline(gt_root, names, pred, how['baseline'])
+    else:
+      _infer(c, str(how['model']), gt_root, pred, window=how['window'], stride=how['stride'],
+             captions=str(no_text) if how.get('no_text') else '')
+    logging.info('[demo] row %r: predictions %s', name, 'reused' if reused else 'written')
+    results[name] = _score(gt_root, pred, rowdir, name)
+    predictions[name] = pred
+    clock.done(f'row {name}')
 
-  logging.info('[4/4] completing %d clips of %d frames (windows of %d, stride %d, %d DDIM steps)',
-               batch['occluded'].shape[0], batch['occluded'].shape[1], c.sample.window_length, c.sample.stride,
-               c.sample.steps)
-  t1 = time.time()
-  out = completer(batch['occluded'], batch['visible_mask'].astype(bool), list(batch['caption']), seed=c.seed)
-  seconds = time.time() - t1
+  ablation = workdir / 'ablation'
+  header = (f'## Ablation on {len(names)} held-out clips of {c.data.clip_len} frames at {c.data.size}² '
+            f'(motion window {c.sample.window_length}, {c.sample.steps} DDIM steps, guidance '
+            f'{c.sample.guidance_scale}, seed {c.seed})')
+  table = ablation_table(results, header)
 
-  final = os.path.join(workdir, 'completions')
-  tmp = final + '.tmp'
-  shutil.rmtree(tmp, ignore_errors=True)
-  clips = [_save_clip(os.path.join(tmp, f'clip_{i}'), batch, i, out.rgb[i], out.mask[i])
-           for i in range(out.rgb.shape[0])]
-  summary = {'clips': clips, 'sampling_seconds_incl_compile': round(seconds, 2),
-             'total_seconds': round(time.time() - t0, 2), 'devices': [str(d) for d in jax.devices()],
-             'trained': False}
-  with open(os.path.join(tmp, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  shutil.rmtree(final, ignore_errors=True)
-  os.replace(tmp, final)
-  logging.info('done in %.1fs: %s', time.time() - t0, final)
-  print(json.dumps(summary, indent=2))
+  def write(tmp: Path) -> None:
+    (tmp / 'table.md').write_text(table)
+    (tmp / 'table.json').write_text(json.dumps(results, indent=1) + '\n')
+    ablation_gifs(gt_root, names[:c.eval.gif_videos], predictions, tmp / 'gifs')
+  checkpoint.atomic_folder(ablation, write)
+  clock.done('ablation table and GIFs')
+
+  # clips it never saw, of another size and length, through configs/infer.py and configs/eval.py as users run them
+  u = c.unseen
+  unseen_data = build_procedural(c, workdir / 'unseen_data', seed=c.seed + 1000, num_videos=u.num_videos,
+                                 size=u.size, clip_len=u.clip_len, clips_per_track=1)
+  unseen_root = eval_job.export_split(unseen_data, 'train', workdir / 'unseen' / 'davis', 0)
+  unseen_pred = workdir / 'unseen' / fp / 'completions'
+  _infer(c, str(motion_model), unseen_root, unseen_pred, window=c.sample.window_length,
+         stride=min(c.sample.strides))
+  unseen = _score(unseen_root, unseen_pred, workdir / 'unseen' / fp, 'TGVAC demo model')
+  unseen_table = ablation_table({f'motion stage, stride {min(c.sample.strides)}': unseen},
+                                f'## Unseen DAVIS-style clips: {u.size}², {u.clip_len} frames ({unseen_root})')
+  (ablation / 'unseen.md').write_text(unseen_table)
+  clock.done('unseen clips')
+
+  (ablation / 'timings.json').write_text(json.dumps({'seconds': clock.parts,
+                                                     'total_seconds': round(time.time() - clock.t0, 1)}) + '\n')
+  print(table)
+  print(unseen_table)
+  print(f'pipeline checkpoint: {motion_model}\nablation: {ablation}\n'
+        f'total wall time: {time.time() - clock.t0:.0f}s  {json.dumps(clock.parts)}')
