@@ -7,6 +7,7 @@ logging never stalls the accelerator. Only process 0 writes; every process may c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -81,6 +82,7 @@ class MetricsLogger:
     self._pending: tuple[int, Mapping] | None = None
     self._window: list[dict] = []
     self._last_time: float | None = None    # wall time of the last logged step (None until the first)
+    self._paused = 0.0                      # seconds of non-training work since then (saves, validation)
     self._file = self._tb = self._bar = None
     if not self.main:
       return
@@ -108,12 +110,12 @@ class MetricsLogger:
     row = {'step': int(step), **{k: _scalar(v) for k, v in jax.device_get(dict(metrics)).items()}}
     now = time.perf_counter()
     if self._last_time is not None:  # the first step includes compilation: no rate for it
-      dt = now - self._last_time
+      dt = max(now - self._last_time - self._paused, 1e-9)
       row['steps_per_s'] = 1.0 / dt
       row['examples_per_s'] = self.batch_size / dt
       if self.flops and self.peak:
         row['mfu'] = self.flops / dt / (self.peak * self.num_devices)
-    self._last_time = now
+    self._last_time, self._paused = now, 0.0
     if not self.main:
       return
     self._file.write(json.dumps(row) + '\n')
@@ -122,6 +124,17 @@ class MetricsLogger:
     self._bar.set_postfix({k: f'{row[k]:.4g}' for k in ('loss', 'examples_per_s') if k in row}, refresh=False)
     if step % self.every == 0:
       self._write_window(step)
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent inside does not count towards the rates (checkpoints, exports, validation). Writes the
+    pending step first, so its time is measured up to its end."""
+    self.flush()
+    t = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._paused += time.perf_counter() - t
 
   def _write_window(self, step: int) -> None:
     keys = {k for r in self._window for k in r} - {'step'}
