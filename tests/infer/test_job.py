@@ -137,7 +137,7 @@ def _bad_inputs(tmp_path, name):
   if name == 'not_a_pipeline':
     (tmp_path / 'ckpt' / 'vae').mkdir(parents=True)
     return ({**overrides, 'checkpoint': str(tmp_path / 'ckpt')}, CheckpointError,
-            'not a TGVAC pipeline checkpoint: no unet, text_encoder')
+            'not a TGVAC pipeline checkpoint: no unet, vae, text_encoder component')
   raise AssertionError(name)
 
 
@@ -170,3 +170,13 @@ def test_run_py_prints_one_line(tmp_path):
   assert res.returncode != 0
   assert res.stderr.strip().splitlines()[-1] == f'run.py: error: {tmp_path}/v.mp4: no such video file or frame folder'
   assert not (tmp_path / 'out').exists()
+
+
+def test_device_settings(infer_config):
+  with pytest.raises(ValueError, match='shard'):
+    job.load_completer(infer_config(shard='rows'))
+  with pytest.raises(ValueError, match=r'chunk_size \(1\) to be a multiple of the devices \(8\)'):
+    job.load_completer(infer_config(shard='windows'))
+  windows = job.load_completer(infer_config(**{'shard': 'windows', 'sampler.chunk_size': 8}))
+  assert windows.batch_multiple == 1 and windows.mesh.size == 8
+  assert job.load_completer(infer_config(shard='auto')).batch_multiple == 8  # 8 simulated devices

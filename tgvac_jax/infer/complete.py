@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tgvac_jax import text
 from tgvac_jax.diffusion.guidance import Cond
-from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig, temporal_sample
+from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig, _axis_size, temporal_sample
 from tgvac_jax.models import checkpoint
 
 COMPONENTS = ('unet', 'vae', 'text_encoder')
@@ -69,7 +69,7 @@ def _complete(params, frames, visible, ids, empty_ids, keys, *, graphs, config: 
 
   Videos stay on the leading axis throughout (VAE calls are vmapped over them), so a batch sharded over devices
   stays sharded."""
-  ug, vg, tg = graphs
+  ug = graphs[0]
   unet, vae, text_encoder = (nnx.merge(g, p) for g, p in zip(graphs, params))
   b, n, h, w, _ = frames.shape
   per_video = lambda fn, x: jax.vmap(lambda v: _map_frames(fn, v, config.vae_chunk))(x)  # noqa: E731
@@ -114,6 +114,9 @@ class AmodalCompleter:
                        f'{text_encoder.config.hidden_size}')
     if config.sampler.shard is not None and mesh is None:
       raise ValueError(f'sampler shard={config.sampler.shard!r} needs a mesh')
+    if config.sampler.shard == 'windows' and config.sampler.chunk_size % _axis_size(mesh, config.sampler.mesh_axis):
+      raise ValueError(f'shard="windows" needs chunk_size ({config.sampler.chunk_size}) to be a multiple of the '
+                       f'devices ({_axis_size(mesh, config.sampler.mesh_axis)})')
     self.config = config
     self.tokenize = tokenize
     self.mesh = mesh if config.sampler.shard is not None else None
@@ -147,10 +150,9 @@ class AmodalCompleter:
   @property
   def batch_multiple(self) -> int:
     """Videos per call that fill the mesh (batches are padded up to a multiple of this)."""
-    if self.mesh is None or self.config.sampler.shard != 'videos':
+    if self.config.sampler.shard != 'videos':
       return 1
-    axes = self.config.sampler.mesh_axis
-    return int(np.prod([self.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes)]))
+    return _axis_size(self.mesh, self.config.sampler.mesh_axis)
 
   def __call__(self, frames: np.ndarray, visible_masks: np.ndarray, captions: str | Sequence[str], *,
                seed: int | Sequence[int] = 0) -> Completion:

@@ -110,7 +110,11 @@ def load_model(folder: str | os.PathLike | None):
 def propagate(folder: str | os.PathLike, frames: np.ndarray, prompt: Prompt, *, device: str = 'cpu',
               model=None) -> np.ndarray:
   """frames (N, H, W, 3) uint8 + a first-frame prompt -> visible masks (N, H, W) bool, one per frame."""
-  import torch  # pylint: disable=import-outside-toplevel
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ValueError('first-frame prompts need PyTorch for SAM-2: pip install torch==2.13.0 '
+                     '(or the sam2 extra)') from e
   import torch.nn.functional as F  # pylint: disable=import-outside-toplevel
   from transformers.models.sam2_video.modeling_sam2_video import (  # pylint: disable=import-outside-toplevel
       Sam2VideoInferenceSession)
@@ -142,7 +146,7 @@ def propagate(folder: str | os.PathLike, frames: np.ndarray, prompt: Prompt, *, 
   session.obj_with_new_inputs = [OBJECT_ID]
   masks = np.zeros((n, h, w), bool)
   with torch.inference_mode():
-    for out in model.propagate_in_video_iterator(session, start_frame_idx=0):
+    for out in model.propagate_in_video_iterator(session, start_frame_idx=0, show_progress_bar=n > 1):
       logits = F.interpolate(out.pred_masks.float(), (h, w), mode='bilinear', align_corners=False)
       masks[out.frame_idx] = logits[0, 0].cpu().numpy() > 0
   return masks
