@@ -29,13 +29,6 @@ def model_range(batch: dict) -> dict:
   return batch
 
 
-def _frames(encode, x: jax.Array):
-  """encode over (B, [F,] H, W, C) images as (N, H, W, C) frames; results reshaped back."""
-  lead = x.shape[:-3]
-  out = encode(x.reshape((-1,) + x.shape[-3:]))
-  return jax.tree.map(lambda y: y.reshape(lead + y.shape[1:]), out)
-
-
 def encode_batch(vae, text_encoder, batch: dict) -> dict:
   """Pixel batch (uint8 or float model range; frames (B, H, W, ...) or clips (B, F, H, W, ...)) -> latents:
 
@@ -43,16 +36,19 @@ def encode_batch(vae, text_encoder, batch: dict) -> dict:
   occluded, mask           scaled VAE posterior means of the occluded frames and the visible-mask image
   context                  text embeddings (B, S, D) of input_ids
   input_ids                passed through
-  All float32."""
+  All float32. The three images go through the encoder as one batch (one encoder in the program)."""
   x = model_range(batch)
-  sf = vae.config.scaling_factor
-  post = _frames(vae.encode, x['amodal'])
-  cond = lambda img: _frames(lambda y: vae.scale_latents(vae.encode(y).mean), img)  # noqa: E731
+  lead = x['amodal'].shape[:-3]
+  images = jnp.stack([x['amodal'], x['occluded'], x['visible_mask']]).astype(jnp.float32)
+  post = vae.encode(images.reshape((-1,) + images.shape[-3:]))
+  mean = vae.scale_latents(post.mean).astype(jnp.float32)
+  mean = mean.reshape((3,) + lead + mean.shape[1:])
+  std = (post.std * vae.config.scaling_factor).astype(jnp.float32).reshape(mean.shape)
   return {
-      'target_mean': vae.scale_latents(post.mean).astype(jnp.float32),
-      'target_std': (post.std * sf).astype(jnp.float32),
-      'occluded': cond(x['occluded']).astype(jnp.float32),
-      'mask': cond(x['visible_mask']).astype(jnp.float32),
+      'target_mean': mean[0],
+      'target_std': std[0],
+      'occluded': mean[1],
+      'mask': mean[2],
       'context': text_encoder(batch['input_ids']).last_hidden_state.astype(jnp.float32),
       'input_ids': batch['input_ids'],
   }

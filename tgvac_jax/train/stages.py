@@ -247,10 +247,15 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
   return out
 
 
+# Random init runs once: compiling it without LLVM's expensive passes halves its compile time on CPU.
+INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+
+
 def _jit_init_state(make: Callable[[], nnx.Module], mesh, filter=nnx.Param) -> nnx.State:
   """The `filter` state of `make()`, computed in one jit straight into its shards."""
   abstract = nnx.state(nnx.eval_shape(make), filter)
-  return jax.jit(lambda: nnx.state(make(), filter), out_shardings=param_shardings(abstract, mesh))()
+  return jax.jit(lambda: nnx.state(make(), filter), out_shardings=param_shardings(abstract, mesh),
+                 compiler_options=INIT_COMPILER_OPTIONS)()
 
 
 def _jit_init(make: Callable[[], nnx.Module], mesh) -> nnx.Module:

@@ -55,6 +55,7 @@ class Trainee:
   state_shardings: Any
   graphdefs: dict[str, nnx.GraphDef]
   tokenizer_dir: str
+  step_fn: Any                       # the pure step(state, frozen, batch) -> (state, metrics), unjitted
   flops_per_step: float | None = None
   _jit: Any = None
   _compiled: dict = dataclasses.field(default_factory=dict)
@@ -67,6 +68,7 @@ class Trainee:
   def train_step(self, state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
     """One step on a global batch (`sharding.global_batch`); `state` is donated. Compiled on first use per batch
     shape; `flops_per_step` (XLA's count for the whole step, all devices) is set then."""
+    batch = jax.device_put(batch, batch_sharding(self.mesh))  # no-op for `global_batch` output
     key = tuple(sorted((k, v.shape, str(v.dtype)) for k, v in batch.items()))
     if key not in self._compiled:
       compiled = self._jit.lower(state, self.frozen, batch).compile()
@@ -165,4 +167,4 @@ def setup(config, mesh: jax.sharding.Mesh, motion_init=None) -> Trainee:
   jitted = jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_sharding(mesh)),
                    out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
   return Trainee(config=config, mesh=mesh, stage=stage, state=state, frozen=frozen, state_shardings=state_shardings,
-                 graphdefs=graphdefs, tokenizer_dir=tok_dir, _jit=jitted)
+                 graphdefs=graphdefs, tokenizer_dir=tok_dir, step_fn=step, _jit=jitted)

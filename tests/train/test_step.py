@@ -1,0 +1,90 @@
+"""The train step: FSDP on 8 devices equals one device; non-finite steps are skipped; a tiny model overfits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+STEPS = 300
+
+from tests.train import tiny
+from tgvac_jax.train import sharding
+
+
+@pytest.fixture(scope='module')
+def trainee():
+  return tiny.trainee('frame')
+
+
+@pytest.fixture(scope='module')
+def batch(trainee):
+  return sharding.global_batch(tiny.pixel_batch(0), trainee.mesh)
+
+
+def _leaves(tree):
+  return jax.tree_util.tree_leaves_with_path(tree)
+
+
+def test_fsdp_step_equals_single_device(trainee, batch):
+  s0 = tiny.copy_state(trainee.state)
+  host = jax.device_get((s0, trainee.frozen, batch))
+  new8, m8 = trainee.train_step(s0, batch)
+
+  dev = jax.devices()[0]
+  new1, m1 = jax.jit(trainee.step_fn)(*jax.device_put(host, dev))
+  print(f"loss 8 devices {float(m8['loss']):.9f}, 1 device {float(m1['loss']):.9f}")
+  np.testing.assert_allclose(float(m8['loss']), float(m1['loss']), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(float(m8['grad_norm']), float(m1['grad_norm']), rtol=1e-5)
+  moved, worst = 0, 0.0
+  for (path, a), (_, b), (_, before) in zip(_leaves(new8.params), _leaves(new1.params), _leaves(host[0].params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0, err_msg=jax.tree_util.keystr(path))
+    moved += not np.array_equal(np.asarray(b), before)
+    worst = max(worst, float(np.abs(np.asarray(a) - np.asarray(b)).max()))
+  print(f'updated weights, 8 devices vs 1: max |difference| {worst:.2e}')
+  assert moved == len(_leaves(new1.params))  # every weight took a step
+
+  # each device holds 1/8 of every large weight and of its Adam moments
+  adam = [s for s in jax.tree.leaves(new8.opt_state, is_leaf=lambda x: hasattr(x, 'mu')) if hasattr(s, 'mu')]
+  assert len(adam) == 1
+  total = sharded = large = 0
+  for tree in (new8.params, adam[0].mu, adam[0].nu, new8.ema):
+    for path, x in _leaves(tree):
+      total += x.size
+      if x.size >= sharding.MIN_SHARDED_SIZE:  # every large tensor of this model has a dimension divisible by 8
+        large += 1
+        shards = x.addressable_shards
+        assert len(shards) == 8 and len({str(s.index) for s in shards}) == 8, jax.tree_util.keystr(path)
+        assert all(s.data.size * 8 == x.size for s in shards), jax.tree_util.keystr(path)
+        sharded += x.size
+  print(f'{large} large tensors (>= {sharding.MIN_SHARDED_SIZE} elements) sharded 8 ways: {sharded / total:.1%} of the '
+        'weight, moment and EMA elements (the rest: small tensors, replicated)')
+  assert large >= 4 * 8
+
+
+def test_non_finite_step_is_skipped(trainee):
+  lat = tiny.encode(trainee, sharding.global_batch(tiny.pixel_batch(1), trainee.mesh))
+  bad = dict(lat, target_mean=lat['target_mean'].at[0, 0, 0, 0].set(jnp.nan))
+  s0 = tiny.copy_state(trainee.state)
+  before = jax.device_get(s0)
+  after, m = trainee.train_step(s0, bad)
+  assert not np.isfinite(float(m['loss'])) and int(m['skipped']) == 1 and int(after.skipped) == 1
+  assert int(after.step) == 1
+  for name in ('params', 'opt_state', 'ema'):
+    for a, b in zip(jax.tree.leaves(getattr(after, name)), jax.tree.leaves(getattr(before, name))):
+      np.testing.assert_array_equal(np.asarray(a), b)
+  after, m = trainee.train_step(after, lat)  # a finite step after it applies
+  assert np.isfinite(float(m['loss'])) and int(after.skipped) == 1 and int(after.step) == 2
+
+
+def test_tiny_model_overfits_a_handful_of_frames(trainee):
+  """8 fixed frames (cached latents), fresh noise and timestep every step: the loss must fall >= 10x."""
+  lat = tiny.encode(trainee, sharding.global_batch(tiny.pixel_batch(2), trainee.mesh))
+  state = tiny.copy_state(trainee.state)
+  losses = []
+  for _ in range(STEPS):
+    state, m = trainee.train_step(state, lat)
+    losses.append(float(m['loss']))
+  first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+  print(f'overfit: mean loss of the first 10 steps {first:.4f}, of the last 10 {last:.4f}: {first / last:.1f}x lower '
+        f'after {STEPS} steps')
+  assert first / last >= 10
