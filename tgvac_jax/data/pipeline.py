@@ -170,7 +170,10 @@ def _absl_flags_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
-def _pipeline(source, transform, cfg: LoaderConfig, process_index: int | None, process_count: int | None):
+def grain_pipeline(source, transform, cfg: LoaderConfig, process_index: int | None, process_count: int | None
+                   ) -> grain.IterDataset:
+  """source -> shuffle -> this process's slice -> repeat -> `transform` (a RandomMap) -> batch -> prefetch: the
+  shape of every loader here (also the cached-latent reader's, `train/cache_latents.py`)."""
   if process_index is None or process_count is None:
     import jax
     process_index, process_count = jax.process_index(), jax.process_count()
@@ -196,7 +199,7 @@ def clip_dataset(path_or_source: Any, cfg: LoaderConfig, split: str = 'train', t
                  process_index: int | None = None, process_count: int | None = None) -> grain.IterDataset:
   """Motion-stage clips. `path_or_source`: a built dataset folder or any random-access source of records."""
   src = data_source(path_or_source, split) if isinstance(path_or_source, str) else path_or_source
-  return _pipeline(src, ClipTransform(cfg, tokenizer), cfg, process_index, process_count)
+  return grain_pipeline(src, ClipTransform(cfg, tokenizer), cfg, process_index, process_count)
 
 
 def frame_dataset(path_or_source: Any, cfg: LoaderConfig, split: str = 'train', tokenizer: Callable | None = None,
@@ -208,4 +211,4 @@ def frame_dataset(path_or_source: Any, cfg: LoaderConfig, split: str = 'train', 
   src = path_or_source
   if isinstance(src, str):
     src = pix2gestalt.Pix2GestaltPairs(src) if pix2gestalt.is_pix2gestalt(src) else data_source(src, split)
-  return _pipeline(src, FrameTransform(cfg, tokenizer), cfg, process_index, process_count)
+  return grain_pipeline(src, FrameTransform(cfg, tokenizer), cfg, process_index, process_count)
