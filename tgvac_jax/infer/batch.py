@@ -103,6 +103,23 @@ def _info(p: _Planned, completer: AmodalCompleter, settings: InferSettings, seed
       **(record or {})}
 
 
+def _finish(out_dir: Path, p: _Planned, clip, rgb: np.ndarray, amodal: np.ndarray, visible: np.ndarray,
+            completer: AmodalCompleter, settings: InferSettings, timings: dict, record: dict | None) -> None:
+  """One video's hypotheses (S, N, ...) at the canvas -> the chosen one (and all, with keep_samples) at the
+  input size, written atomically to out_dir/<name>/."""
+  scores = hypotheses.scores(amodal, visible)
+  chosen = hypotheses.choose(scores, settings.select)
+  keep = range(len(rgb)) if settings.keep_samples else [chosen]
+  back = {k: resize.from_model(rgb[k], amodal[k], p.placement) for k in keep}
+  samples = tuple(np.stack([back[k][j] for k in keep]) for j in (0, 1)) if settings.keep_samples else None
+  fps = clip.fps or settings.fps
+  seeds = [settings.seed + k for k in range(settings.num_samples)]
+  info = _info(p, completer, settings, seeds, scores, chosen, timings, fps, record)
+  atomic_folder(out_dir / p.seq.name, lambda tmp: outputs.write_completion(
+      tmp, clip.stems, clip.frames, clip.visible, *back[chosen], info, fps=fps,
+      preview_height=settings.preview_height, write_visible=p.seq.prompt is not None, samples=samples))
+
+
 def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequence], out_dir,
                        settings: InferSettings = InferSettings(), *, record: dict | None = None,
                        process_index: int | None = None, process_count: int | None = None,
@@ -152,25 +169,10 @@ def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequ
                       [p.seq.text for p in batch for _ in range(s)], seed=seeds * len(batch))
       call_s = time.time() - t_call
       for i, (p, clip) in enumerate(zip(batch, clips)):
-        rgb, amodal = out.rgb[i * s:(i + 1) * s], out.mask[i * s:(i + 1) * s]
-        scores = hypotheses.scores(amodal, canvas[i][1])
-        chosen = hypotheses.choose(scores, settings.select)
-        keep = range(s) if settings.keep_samples else [chosen]
-        back = {k: resize.from_model(rgb[k], amodal[k], p.placement) for k in keep}
-        fps = clip.fps or settings.fps
         timings = {'read_s': round(read_s, 3), 'call_s': round(call_s, 3), 'call_videos': len(batch),
-                   'call_rows': len(batch) * s, 'call_compiled': first_call}
-        samples = (np.stack([back[k][0] for k in keep]), np.stack([back[k][1] for k in keep])) \
-            if settings.keep_samples else None
-
-        def write(tmp: Path, p=p, clip=clip, chosen=chosen, scores=scores, timings=timings, samples=samples,
-                  fps=fps, back=back):
-          outputs.write_completion(
-              tmp, clip.stems, clip.frames, clip.visible, *back[chosen],
-              _info(p, completer, settings, seeds, scores, chosen, timings, fps, record), fps=fps,
-              preview_height=settings.preview_height, write_visible=p.seq.prompt is not None, samples=samples)
-
-        atomic_folder(out_dir / p.seq.name, write)
+                   'call_rows': len(batch) * s, 'first_call_of_shape': first_call}  # this one may have compiled
+        _finish(out_dir, p, clip, out.rgb[i * s:(i + 1) * s], out.mask[i * s:(i + 1) * s], canvas[i][1],
+                completer, settings, timings, record)
         status[p.seq.name] = 'done'
         frames_done += p.num_frames
         bar.update(1)
