@@ -88,14 +88,13 @@ def run(config) -> None:
   if config.distributed.initialize:
     initialize_distributed(config)
   workdir = Path(config.workdir).absolute()
-  if config.data.procedural > 0 and not config.data.dataset and not config.data.cached_latents:
-    config.data.dataset = procedural_dataset(config, workdir)
-
   mesh = make_mesh(config.mesh)
   # every bad input fails from here to setup, before anything is compiled or written under workdir; the config
   # and the starting weights first (their messages say more than a data or tokenizer error would)
   check_config(config, mesh)
   check_init(config)
+  if config.data.procedural > 0 and not config.data.dataset and not config.data.cached_latents:
+    config.data.dataset = procedural_dataset(config, workdir)
   iterator = iter(make_dataset(config, jax.process_index(), jax.process_count()))
   trainee = setup(config, mesh, motion_init=motion_loader(config))
   checkpoints = ckpts.Checkpoints(workdir, config, keep=config.checkpoint.keep,
