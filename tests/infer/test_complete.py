@@ -3,19 +3,25 @@ image, plain DDIM over z ⊕ E(x) ⊕ E(m) with guidance written out (empty text
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from tgvac_jax import text
-from tgvac_jax.diffusion import ddim
-from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig
-from tgvac_jax.infer.complete import AmodalCompleter, CompletionConfig, amodal_mask
-from tgvac_jax.models.clip import CLIPTextConfig, CLIPTextModel
-from tgvac_jax.models.unet import UNetConfig, UNet2DConditionModel
-from tgvac_jax.models.vae import AutoencoderKL, AutoencoderKLConfig
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fakes import random_model, tiny_unet_config  # noqa: E402
+from tgvac_jax import text  # noqa: E402
+from tgvac_jax.diffusion import ddim  # noqa: E402
+from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig  # noqa: E402
+from tgvac_jax.infer.complete import AmodalCompleter, CompletionConfig, amodal_mask  # noqa: E402
+from tgvac_jax.models.clip import CLIPTextConfig, CLIPTextModel  # noqa: E402
+from tgvac_jax.models.unet import UNet2DConditionModel  # noqa: E402
+from tgvac_jax.models.vae import AutoencoderKL, AutoencoderKLConfig  # noqa: E402
 
 STEPS, SCALE = 3, 3.0
 
@@ -24,17 +30,13 @@ STEPS, SCALE = 3, 3.0
 def parts(tmp_path_factory):
   folder = tmp_path_factory.mktemp('tok')
   vocab = text.write_char_tokenizer(folder)
-  rngs = nnx.Rngs(0)
-  vae = AutoencoderKL(AutoencoderKLConfig(block_out_channels=(8, 16), norm_num_groups=4, layers_per_block=1,
-                                          down_block_types=('DownEncoderBlock2D',) * 2,
-                                          up_block_types=('UpDecoderBlock2D',) * 2), rngs=rngs)
-  clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, projection_dim=16,
-                                      num_hidden_layers=1, num_attention_heads=2, bos_token_id=0, eos_token_id=1),
-                       rngs=rngs)
-  unet = UNet2DConditionModel(UNetConfig(in_channels=12, block_out_channels=(16, 32), layers_per_block=1,
-                                         down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
-                                         up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), norm_num_groups=8,
-                                         cross_attention_dim=16, attention_head_dim=2), rngs=rngs)
+  vae = random_model(lambda: AutoencoderKL(AutoencoderKLConfig(
+      block_out_channels=(8, 16), norm_num_groups=4, layers_per_block=1, down_block_types=('DownEncoderBlock2D',) * 2,
+      up_block_types=('UpDecoderBlock2D',) * 2), rngs=nnx.Rngs(0)), 0)
+  clip = random_model(lambda: CLIPTextModel(CLIPTextConfig(
+      vocab_size=vocab, hidden_size=16, intermediate_size=32, projection_dim=16, num_hidden_layers=1,
+      num_attention_heads=2, bos_token_id=0, eos_token_id=1), rngs=nnx.Rngs(0)), 1)
+  unet = random_model(lambda: UNet2DConditionModel(tiny_unet_config(), rngs=nnx.Rngs(0)), 2)
   return unet, vae, clip, text.Tokenize(folder)
 
 
@@ -107,9 +109,6 @@ def test_bad_inputs(parts):
     completer(frames[None], visible[None], ['a', 'b'])
   with pytest.raises(ValueError, match='not divisible'):
     completer(frames[:, :15, :15], visible[:, :15, :15], 'x')
-  four = UNet2DConditionModel(UNetConfig(in_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-                                         down_block_types=('CrossAttnDownBlock2D', 'DownBlock2D'),
-                                         up_block_types=('UpBlock2D', 'CrossAttnUpBlock2D'), norm_num_groups=8,
-                                         cross_attention_dim=16, attention_head_dim=2), rngs=nnx.Rngs(0))
+  four = random_model(lambda: UNet2DConditionModel(tiny_unet_config(in_channels=4), rngs=nnx.Rngs(0)), 3)
   with pytest.raises(ValueError, match='12|3 x 4'):
     AmodalCompleter(four, vae, clip, tokenize)
