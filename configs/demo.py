@@ -31,16 +31,18 @@ def _full() -> ml_collections.ConfigDict:
   c.model.layers_per_block = 1
   c.model.attention_head_dim = 8
   c.model.vae_channels = (16, 32)
-  c.model.latent_channels = 4
+  c.model.latent_channels = 8
   c.model.text_width = 64
   c.model.text_layers = 2
   c.model.motion_heads = 4
   c.model.norm_groups = 8
 
-  # One block per stage: steps, global batch, peak learning rate (warmup and EMA follow from the steps).
-  c.vae = ml_collections.ConfigDict({'steps': 300, 'batch_size': 8, 'lr': 2e-3})
-  c.frame = ml_collections.ConfigDict({'steps': 2000, 'batch_size': 16, 'lr': 1e-3})
-  c.motion = ml_collections.ConfigDict({'steps': 300, 'batch_size': 2, 'lr': 1e-3, 'clip_len': 8})
+  # One block per stage: steps, global batch, peak learning rate (warmup and EMA follow from the steps); min-SNR
+  # loss weighting (gamma 5) for the diffusion stages.
+  c.vae = ml_collections.ConfigDict({'steps': 500, 'batch_size': 8, 'lr': 2e-3})
+  c.frame = ml_collections.ConfigDict({'steps': 400, 'batch_size': 16, 'lr': 1e-3, 'snr_gamma': 5.0})
+  c.motion = ml_collections.ConfigDict({'steps': 100, 'batch_size': 2, 'lr': 1e-3, 'clip_len': 8,
+                                        'snr_gamma': 5.0})
 
   c.sample = ml_collections.ConfigDict()   # configs/infer.py's sampler for every learned row
   c.sample.steps = 20
@@ -48,6 +50,7 @@ def _full() -> ml_collections.ConfigDict:
   c.sample.window_length = 8               # = motion.clip_len, the window the motion modules saw
   c.sample.strides = (2, 4, 8)             # temporal diffusion rows; window_length itself is the no-overlap row
   c.sample.chunk_size = 4
+  c.sample.mask_threshold = 0.25           # object = pixels this far from white (the VAE blurs edges toward it)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.max_videos = 16                   # held-out validation clips scored per row

@@ -48,6 +48,7 @@ from tgvac_jax.models.init import jit_init
 from tgvac_jax.models.unet import UNet2DConditionModel
 from tgvac_jax.train import stages
 from tgvac_jax.train import trainer
+from tgvac_jax.train import checkpoints as ckpts
 from tgvac_jax.train.checkpoints import MODEL_DIR
 
 STAMP = 'demo_stage.json'   # a finished stage: its settings and its inputs' fingerprint
@@ -114,23 +115,35 @@ def _trainer_config(c, base, stage: str, workdir: Path, dataset: str, init: str 
   t.log.every = max(1, s.steps // 20)
   t.log.val_every = 0
   t.compute_dtype = 'float32'
+  if 'snr_gamma' in s:
+    t.diffusion.snr_gamma = s.snr_gamma
   return t
 
 
 def train_stage(c, name: str, config, upstream: str, clock: Clock) -> tuple[Path, str, bool]:
-  """Runs the trainer for one stage unless a finished run with the same settings and inputs is there;
-  (model folder, fingerprint, trained now)."""
+  """Runs the trainer for one stage unless a finished run with the same settings and inputs is there (an
+  interrupted one resumes); (model folder, fingerprint, trained now)."""
   workdir = Path(config.workdir)
   fp = _fingerprint(config.to_dict(), upstream)
   stamp = workdir / STAMP
   model = workdir / MODEL_DIR
-  if stamp.is_file() and json.loads(stamp.read_text()).get('fingerprint') == fp and model.is_dir():
+  state = json.loads(stamp.read_text()) if stamp.is_file() else {}
+  if state.get('fingerprint') == fp and state.get('finished') and model.is_dir():
     logging.info('[demo] %s stage: reusing %s (same settings; rebuild=True to retrain)', name, model)
     return model, fp, False
-  shutil.rmtree(workdir, ignore_errors=True)  # other settings or a half-finished run: start this stage over
+  if state.get('fingerprint') != fp:
+    shutil.rmtree(workdir, ignore_errors=True)  # other settings or inputs: start this stage over
+    workdir.mkdir(parents=True)
+    stamp.write_text(json.dumps({'fingerprint': fp, 'finished': False}) + '\n')
   logging.info('[demo] %s stage: %d steps, batch %d -> %s', name, config.num_steps, config.batch_size, workdir)
   trainer.run(config)
-  stamp.write_text(json.dumps({'fingerprint': fp, 'config': config.to_dict()}, default=str) + '\n')
+  done = ckpts.Checkpoints(workdir, config, keep=config.checkpoint.keep, async_save=False)
+  step = done.latest_step()
+  done.close()
+  if step != config.num_steps:  # stopped early (SIGTERM): resumable, not finished
+    raise SystemExit(f'{name} stage stopped at step {step} of {config.num_steps}; run the demo again to resume')
+  stamp.write_text(json.dumps({'fingerprint': fp, 'finished': True, 'config': config.to_dict()}, default=str)
+                   + '\n')
   clock.done(f'train {name}')
   return model, fp, True
 
@@ -162,6 +175,7 @@ def _infer(c, checkpoint_dir: str, root: Path, out: Path, *, window: int, stride
   ic.sampler.window_length, ic.sampler.stride = window, stride
   ic.sampler.steps, ic.sampler.guidance_scale = c.sample.steps, c.sample.guidance_scale
   ic.sampler.chunk_size = c.sample.chunk_size
+  ic.mask_threshold = c.sample.mask_threshold
   infer_job.run(ic)
 
 
@@ -275,8 +289,9 @@ def run(c) -> None:
   motion_model, fp, _ = train_stage(c, 'motion', motion_cfg, fp, clock)
   logging.info('[demo] pipeline checkpoint: %s', motion_model)
 
-  # the held-out clips as an amodal root, and every row's predictions under eval/<fingerprint>/
-  evaldir = workdir / 'eval' / fp
+  # the held-out clips as an amodal root, and every row's predictions under eval/<model and sampler fingerprint>/
+  key = _fingerprint(fp, c.sample.to_dict(), c.eval.to_dict())
+  evaldir = workdir / 'eval' / key
   gt_root = eval_job.export_split(dataset, 'validation', evaldir / 'ground_truth', c.eval.max_videos)
   names = amodal_root.sequences(gt_root)
   no_text = evaldir / 'captions_no_text.json'
@@ -315,10 +330,10 @@ def run(c) -> None:
   unseen_data = build_procedural(c, workdir / 'unseen_data', seed=c.seed + 1000, num_videos=u.num_videos,
                                  size=u.size, clip_len=u.clip_len, clips_per_track=1)
   unseen_root = eval_job.export_split(unseen_data, 'train', workdir / 'unseen' / 'davis', 0)
-  unseen_pred = workdir / 'unseen' / fp / 'completions'
+  unseen_pred = workdir / 'unseen' / key / 'completions'
   _infer(c, str(motion_model), unseen_root, unseen_pred, window=c.sample.window_length,
          stride=min(c.sample.strides))
-  unseen = _score(unseen_root, unseen_pred, workdir / 'unseen' / fp, 'TGVAC demo model')
+  unseen = _score(unseen_root, unseen_pred, workdir / 'unseen' / key, 'TGVAC demo model')
   unseen_table = ablation_table({f'motion stage, stride {min(c.sample.strides)}': unseen},
                                 f'## Unseen DAVIS-style clips: {u.size}², {u.clip_len} frames ({unseen_root})')
   (ablation / 'unseen.md').write_text(unseen_table)
