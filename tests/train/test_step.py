@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-STEPS = 300
+STEPS = 200
 
 from tests.train import tiny
 from tgvac_jax.train import sharding
@@ -77,8 +77,12 @@ def test_non_finite_step_is_skipped(trainee):
 
 
 def test_tiny_model_overfits_a_handful_of_frames(trainee):
-  """8 fixed frames (cached latents), fresh noise and timestep every step: the loss must fall >= 10x."""
+  """8 fixed frames (cached latents), fresh noise and timestep every step: the loss must fall >= 10x.
+
+  The target is the posterior mean: a trained VAE's posterior is nearly a point, while this random one has a std
+  as large as its mean, which would make z_0 itself fresh noise every step (a floor no model can fit)."""
   lat = tiny.encode(trainee, sharding.global_batch(tiny.pixel_batch(2), trainee.mesh))
+  lat['target_std'] = jnp.zeros_like(lat['target_std'])
   state = tiny.copy_state(trainee.state)
   losses = []
   for _ in range(STEPS):

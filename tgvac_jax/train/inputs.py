@@ -13,6 +13,7 @@ import os
 import grain
 
 from tgvac_jax import text
+from tgvac_jax.data import pix2gestalt
 from tgvac_jax.data.pipeline import LoaderConfig, clip_dataset, data_source, frame_dataset
 from tgvac_jax.train import stages
 from tgvac_jax.train.latents import PIXEL_KEYS
@@ -40,21 +41,23 @@ def _paths(config, stage) -> list[str]:
   return paths
 
 
-def _check_records(path: str, stage) -> None:
+def _source(path: str):
+  """A random-access source of records: a built dataset or a pix2gestalt folder; NoRecordsError if empty."""
   if not os.path.exists(path):
     raise NoRecordsError(f'{path}: no such dataset folder')
-  if stage.name == 'motion' or not os.path.isdir(os.path.join(path, 'occlusion')):
-    try:
-      n = len(data_source(path))
-    except (FileNotFoundError, ValueError, OSError) as e:
-      raise NoRecordsError(f'{path}: not a built dataset ({e})') from e
-    if n == 0:
-      raise NoRecordsError(f'{path}: the dataset has no training records')
+  try:
+    src = pix2gestalt.Pix2GestaltPairs(path) if pix2gestalt.is_pix2gestalt(path) else data_source(path)
+  except FileNotFoundError as e:
+    raise NoRecordsError(f'{path}: no training records ({e})') from e
+  if len(src) == 0:
+    raise NoRecordsError(f'{path}: the dataset has no training records')
+  return src
 
 
 def make_dataset(config, process_index: int, process_count: int) -> grain.IterDataset:
   """This process's batches (batch_size // grad_accum // process_count examples each); see the module docstring.
-  Raises NoRecordsError for a dataset path without records."""
+  Several frame sources (data.dataset and pix2gestalt folders) are concatenated before shuffling, so each is
+  drawn in proportion to its size. Raises NoRecordsError for a dataset path without records."""
   stage = stages.get_stage(config)
   batch = local_batch_size(config, process_count)
   if config.data.cached_latents:
@@ -63,22 +66,18 @@ def make_dataset(config, process_index: int, process_count: int) -> grain.IterDa
     from tgvac_jax.train.cache_latents import latent_dataset  # pylint: disable=import-outside-toplevel
     return latent_dataset(config.data.cached_latents, batch_size=batch, seed=config.data.shuffle_seed,
                           process_index=process_index, process_count=process_count,
-                          worker_count=config.data.worker_count)
-  paths = _paths(config, stage)
-  for p in paths:
-    _check_records(p, stage)
+                          worker_count=config.data.worker_count, stage=stage.name, clip_len=config.data.clip_len,
+                          config=config)
+  sources = [_source(p) for p in _paths(config, stage)]
+  source = sources[0] if len(sources) == 1 else grain.MapDataset.concatenate(
+      [grain.MapDataset.source(s) for s in sources])
   tokenizer = None
   if stage.name != 'vae':
     tokenizer = text.Tokenize(stages.ensure_tokenizer(config)[0])
   loader = LoaderConfig(batch_size=batch, size=config.data.size,
                         num_frames=config.data.clip_len if stage.video else None, seed=config.data.shuffle_seed,
                         worker_count=config.data.worker_count, output='uint8')
-  kw = dict(tokenizer=tokenizer, process_index=process_index, process_count=process_count)
-  if stage.video:
-    ds = clip_dataset(paths[0], loader, **kw)
-  elif len(paths) == 1:
-    ds = frame_dataset(paths[0], loader, **kw)
-  else:
-    raise NotImplementedError('several frame sources')  # TODO(T1): mix sources
+  make = clip_dataset if stage.video else frame_dataset
+  ds = make(source, loader, tokenizer=tokenizer, process_index=process_index, process_count=process_count)
   keys = PIXEL_KEYS if tokenizer is not None else tuple(k for k in PIXEL_KEYS if k != 'input_ids')
   return ds.map(lambda b: {k: b[k] for k in keys})

@@ -1,0 +1,69 @@
+"""Mesh construction, the FSDP partition rule and global batches (no compiles: runs in seconds)."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from tests.train import tiny
+from tgvac_jax.train import sharding
+from tgvac_jax.train.state import check_config
+
+
+def _mesh_cfg(data=1, fsdp=-1, tensor=1):
+  return ml_collections.ConfigDict({'data': data, 'fsdp': fsdp, 'tensor': tensor})
+
+
+def test_make_mesh_fills_the_rest():
+  assert dict(sharding.make_mesh(_mesh_cfg()).shape) == {'data': 1, 'fsdp': 8, 'tensor': 1}
+  assert dict(sharding.make_mesh(_mesh_cfg(data=2)).shape) == {'data': 2, 'fsdp': 4, 'tensor': 1}
+  assert dict(sharding.make_mesh(_mesh_cfg(data=-1, fsdp=2)).shape) == {'data': 4, 'fsdp': 2, 'tensor': 1}
+  assert sharding.data_parallel_size(sharding.make_mesh(_mesh_cfg(data=2, fsdp=2, tensor=2))) == 4
+
+
+@pytest.mark.parametrize('cfg, msg', [(_mesh_cfg(data=3), 'not divisible'), (_mesh_cfg(data=-1, fsdp=-1), 'at most one'),
+                                      (_mesh_cfg(data=2, fsdp=2), 'needs 4 devices')])
+def test_make_mesh_errors(cfg, msg):
+  with pytest.raises(ValueError, match=msg):
+    sharding.make_mesh(cfg)
+
+
+def test_weight_spec_rule():
+  spec = lambda shape, fsdp=8: sharding.weight_spec(shape, fsdp, min_size=1024)  # noqa: E731
+  assert spec((3, 3, 320, 640)) == P(None, None, None, 'fsdp')   # largest divisible dimension
+  assert spec((640, 320)) == P('fsdp')
+  assert spec((3, 3, 12, 320)) == P(None, None, None, 'fsdp')
+  assert spec((768, 77)) == P('fsdp')                            # 77 is not divisible
+  assert spec((77, 77)) == P()                                   # nothing divisible: replicated
+  assert spec((320,)) == P()                                     # small: replicated
+  assert spec((640, 640), fsdp=1) == P()                         # no fsdp axis
+  assert spec((64, 64)) == P(None, 'fsdp')                       # ties: the last
+
+
+def test_param_shardings_follow_shapes():
+  mesh = sharding.make_mesh(_mesh_cfg())
+  tree = {'w': jax.ShapeDtypeStruct((256, 128), np.float32), 'b': np.zeros((128,), np.float32),
+          'mu': {'w': jax.ShapeDtypeStruct((256, 128), np.float32)}}
+  out = sharding.param_shardings(tree, mesh)
+  assert out['w'].spec == out['mu']['w'].spec == P('fsdp') and out['b'].spec == P()
+
+
+def test_global_batch_shards_the_batch_axis_and_keeps_strings_on_host():
+  mesh = sharding.make_mesh(_mesh_cfg(data=2))
+  local = {'x': np.arange(8 * 3, dtype=np.float32).reshape(8, 3), 'caption': np.array(['a'] * 8)}
+  out = sharding.global_batch(local, mesh)
+  assert set(out) == {'x'}
+  np.testing.assert_array_equal(np.asarray(out['x']), local['x'])
+  assert out['x'].sharding.spec == P(('data', 'fsdp'))
+  assert sorted(s.data.shape for s in out['x'].addressable_shards) == [(1, 3)] * 8
+
+
+def test_batch_not_divisible_by_data_parallel_size():
+  mesh = sharding.make_mesh(_mesh_cfg())
+  c = tiny.tiny_config(batch_size=12)
+  with pytest.raises(ValueError, match='not divisible by the data-parallel size 8'):
+    check_config(c, mesh)
+  check_config(tiny.tiny_config(batch_size=16), mesh)
+  with pytest.raises(ValueError, match='grad_accum'):
+    check_config(tiny.tiny_config(batch_size=16, **{'optim.grad_accum': 3}), mesh)
