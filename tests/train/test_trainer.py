@@ -10,11 +10,16 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
+from configs import motion
 from tests.train import runs
 from tests.train.test_metrics import read_events, scalars
 from tgvac_jax.models.checkpoint import load_pipeline
+from tgvac_jax.models.clip import CLIPTextModel
 from tgvac_jax.models.params import flat_params
+from tgvac_jax.models.unet import UNet2DConditionModel
+from tgvac_jax.models.vae import AutoencoderKL
 from tgvac_jax.train.checkpoints import CHECKPOINT_DIR, MODEL_DIR
 from tgvac_jax.train.metrics import METRICS_FILE, TENSORBOARD_DIR, read_jsonl
 from tgvac_jax.train.validate import VALIDATION_DIR, validation_clips
@@ -39,7 +44,7 @@ def flat(tree) -> dict[str, np.ndarray]:
   """{'conv_in.kernel': array}: Orbax's nested dict of an nnx.State, the Variable's 'value' level dropped."""
   out = {}
   for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    keys = [str(getattr(p, 'key', getattr(p, 'idx', p))) for p in path]
+    keys = [str(getattr(p, 'key', getattr(p, 'idx', getattr(p, 'name', p)))) for p in path]
     out['.'.join(k for k in keys if k != 'value')] = np.asarray(x)
   return out
 
@@ -95,3 +100,46 @@ def test_exported_model_holds_the_ema_weights(workdir, last):
   copied, source = workdir / MODEL_DIR / 'tokenizer', workdir / 'tokenizer'
   assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in source.iterdir())
   assert all((copied / p.name).read_bytes() == p.read_bytes() for p in source.iterdir())
+
+
+def test_motion_stage_starts_from_an_animatediff_adapter(tmp_path):
+  """init.motion_adapter: trainer.motion_loader reads the file with convert/animatediff.py and setup puts the
+  weights into the trainable state, sharded. The adapter is written from a UNet with random motion weights
+  (proj_out too, so not the identity a fresh module starts as); the trainee must start from exactly those."""
+  from convert.animatediff import save_motion_adapter
+  from tests.infer.fakes import random_model
+  from tgvac_jax import text
+  from tgvac_jax.models.checkpoint import save_pipeline
+  from tgvac_jax.models.motion import MotionParam
+  from tgvac_jax.train import stages, trainer
+  from tgvac_jax.train.sharding import make_mesh
+  from tgvac_jax.train.state import setup
+
+  c = motion.get_config('tiny')
+  c.model.unet_channels, c.model.vae_channels, c.model.text_width, c.model.text_layers = (32,), (16, 32), 32, 1
+  c.data.size = 16
+  vocab = text.write_char_tokenizer(tmp_path / 'tokenizer')
+  frame_cfgs = stages.scratch_configs(c.model, 16, vocab, motion=False)
+  classes = (UNet2DConditionModel, AutoencoderKL, CLIPTextModel)
+  frame_model = {name: random_model(lambda k=k, cfg=cfg: k(cfg, rngs=nnx.Rngs(0)), seed=i)
+                 for i, (name, k, cfg) in enumerate(zip(('unet', 'vae', 'text_encoder'), classes, frame_cfgs))}
+  save_pipeline(tmp_path / 'frame_model', frame_model, {'tokenizer': tmp_path / 'tokenizer'})
+  unet_cfg = stages.scratch_configs(c.model, 16, vocab, motion=True)[0]
+  unet = random_model(lambda: UNet2DConditionModel(unet_cfg, rngs=nnx.Rngs(0)), seed=7)
+  save_motion_adapter(unet, str(tmp_path / 'adapter'))
+
+  c.init.from_scratch = False
+  c.init.checkpoint = str(tmp_path / 'frame_model')
+  c.init.motion_adapter = str(tmp_path / 'adapter')
+  c.init.motion_heads = c.model.motion_heads
+  c.workdir = str(tmp_path / 'work')
+  trainee = setup(c, make_mesh(c.mesh), motion_init=trainer.motion_loader(c))
+  want = {k: np.asarray(v.get_value()) for k, v in flat_params(unet, MotionParam).items()}
+  got = flat(trainee.state.params)
+  assert sorted(got) == sorted(want)
+  for k in want:
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+  assert any(np.abs(v).max() > 0 for k, v in got.items() if 'proj_out.kernel' in k)
+  c.init.motion_adapter = str(tmp_path / 'missing.safetensors')
+  with pytest.raises(FileNotFoundError, match='init.motion_adapter .*missing.safetensors: no such file'):
+    trainer.motion_loader(c)
