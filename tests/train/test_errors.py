@@ -53,12 +53,7 @@ def tiny(module, tmp_path, dataset, **overrides):
   c.data.dataset = dataset
   c.data.size = 16
   c.data.procedural = 0
-  for k, v in overrides.items():
-    node = c
-    *path, leaf = k.split('.')
-    for p in path:
-      node = node[p]
-    node[leaf] = v
+  c.update_from_flattened_dict(overrides)
   return c
 
 

@@ -1,6 +1,7 @@
 """What a finished training run leaves behind (the reference run of `runs.py`, 16 steps on 8 devices):
 metrics.jsonl with a row per step, TensorBoard scalars and GIFs, validation GIFs built from the validation clips,
-and a pipeline folder that loads with `load_pipeline` and holds exactly the EMA weights of the last checkpoint."""
+and a pipeline folder that loads with `load_pipeline` and holds exactly the EMA weights of the last checkpoint.
+The motion stage's AnimateDiff start (`init.motion_adapter`) is checked through `setup`."""
 
 import io
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
@@ -114,19 +113,9 @@ class StopSignal:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def _host_params(module: nnx.Module) -> nnx.Module:
-  """`module` with every array gathered to host numpy on every process (arrays sharded over several processes
-  are not addressable as a whole from one)."""
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  graph, state = nnx.split(module)
-  state = jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), state)
-  return nnx.merge(graph, state)
-
-
 def export_pipeline(out: str | os.PathLike, modules: Mapping[str, nnx.Module], tokenizer_dir: str | None) -> Path:
-  """Writes the pipeline folder `out` (components + a copy of the tokenizer) atomically, from process 0."""
-  if jax.process_count() > 1:
-    modules = {name: _host_params(m) for name, m in modules.items()}
+  """Writes the pipeline folder `out` (components + a copy of the tokenizer) atomically, from process 0.
+  `modules` must be addressable here (`Trainee.export_modules` gathers them to every process)."""
   out = Path(out).absolute()
   if jax.process_index() == 0:
     save_pipeline(out, modules, {'tokenizer': tokenizer_dir} if tokenizer_dir else None)
