@@ -73,6 +73,15 @@ def param_shardings(abstract_tree, mesh: Mesh, min_size: int = MIN_SHARDED_SIZE)
                       abstract_tree)
 
 
+def barrier(name: str, timeout_s: int = 3600) -> None:
+  """All processes meet here, through the coordination service rather than a device collective: a process that
+  finished compiling first must not sit in a gloo/NCCL collective while others still compile (CPU gloo gives up
+  after 30 s). A no-op on one process."""
+  if jax.process_count() > 1:
+    from jax._src import distributed  # pylint: disable=import-outside-toplevel  (no public barrier without devices)
+    distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=timeout_s * 1000)
+
+
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """This process's slice of the batch (numeric entries) -> global arrays sharded along the batch axis; strings
   (captions) stay on the host. Every process passes batch_size // process_count examples, in process order."""

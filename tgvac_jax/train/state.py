@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from tgvac_jax import text
 from tgvac_jax.train import stages
 from tgvac_jax.train.optimizer import make_optimizer
-from tgvac_jax.train.sharding import batch_sharding, data_parallel_size, param_shardings, replicated
+from tgvac_jax.train.sharding import barrier, batch_sharding, data_parallel_size, param_shardings, replicated
 from tgvac_jax.train.step import diffusion_loss_fn, make_train_step, vae_loss_fn
 
 COMPUTE_DTYPES = ('float32', 'bfloat16', 'float16')
@@ -77,6 +77,7 @@ class Trainee:
       if cost and cost.get('flops'):
         self.flops_per_step = float(cost['flops']) * self.mesh.size
       self._compiled[key] = compiled
+      barrier(f'train_step compiled {len(self._compiled)}')
     return self._compiled[key](state, self.frozen, batch)
 
   def export_modules(self, state: TrainState, ema: bool = True) -> dict[str, nnx.Module]:

@@ -1,0 +1,50 @@
+"""Two processes on localhost (jax.distributed, CPU collectives, 4 devices each) train like one with 8 devices."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from tests.train import tiny
+from tests.train.mp_worker import STEPS
+from tgvac_jax.train import sharding
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(tmp_path):
+  out = tmp_path / 'mp.npz'
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu',
+             PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+  procs = [subprocess.Popen([sys.executable, '-m', 'tests.train.mp_worker', str(i), str(port), str(out)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  # the reference meanwhile: one process, 8 devices, the same config, batches and steps
+  trainee = tiny.trainee('frame')
+  state, losses = tiny.copy_state(trainee.state), []
+  for step in range(STEPS):
+    state, metrics = trainee.train_step(state, sharding.global_batch(tiny.pixel_batch(step), trainee.mesh))
+    losses.append(float(metrics['loss']))
+  logs = []
+  for p in procs:
+    logs.append(p.communicate(timeout=1200)[0])
+  assert all(p.returncode == 0 for p in procs), '\n'.join(log[-3000:] for log in logs)
+
+  got = np.load(out)
+  print(f'losses, 2 processes x 4 devices: {got["losses"]}; 1 process x 8 devices: {np.asarray(losses)}')
+  np.testing.assert_allclose(got['losses'], losses, rtol=1e-6, atol=0)
+  ref = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(state.params)}
+  assert set(ref) == set(got.files) - {'losses'}
+  worst = max(float(np.abs(got[k] - v).max()) for k, v in ref.items())
+  print(f'params after {STEPS} steps: max |difference| {worst:.2e}')
+  assert worst <= 1e-6
