@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -93,6 +94,9 @@ def test_atomic_write_and_overwrite(models, tmp_path, monkeypatch):
   target = tmp_path / 'ckpt'
   checkpoint.save_component(models['vae'], target)
   before = (target / 'model.safetensors').read_bytes()
+  umask = os.umask(0o022)
+  os.umask(umask)
+  assert target.stat().st_mode & 0o777 == 0o777 & ~umask  # readable like any folder, not mkdtemp's 0700
 
   def broken(module, folder, config=None):
     folder.mkdir(parents=True, exist_ok=True)

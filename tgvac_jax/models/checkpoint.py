@@ -90,6 +90,9 @@ def atomic_folder(out: str | os.PathLike, write: Callable[[Path], None], *, over
     raise CheckpointError(f'{out} exists')
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
+  umask = os.umask(0)
+  os.umask(umask)
+  tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the finished folder gets a normal folder's mode
   try:
     write(tmp)
     if out.exists():
