@@ -1,0 +1,254 @@
+"""Our jitted train step vs a diffusers PyTorch train step on the same CPU: same UNet config and weights, same
+batch size, AdamW; frame stage (every UNet weight trains) and motion stage (spatial weights frozen; ours with
+motion modules, theirs diffusers `UNetMotionModel`, only `motion_modules` train).
+
+  python bench/train_step.py                          # small and medium configs, both stages
+  python bench/train_step.py --configs small --stages frame --repeats 5 --threads 1
+
+Both sides take the same cached-latent batch (`train/cache_latents.py` format: target posterior, occluded and
+mask latents, caption embeddings) and do the same work per step: draw the posterior sample, t and the noise, drop
+conditions for classifier-free guidance (the empty caption's embedding from the frozen text encoder), UNet
+forward, ε-MSE, backward, global-norm clipping (1.0), AdamW, EMA of the trained weights. Ours is the trainer's
+step (`train/step.py` via `make_train_step`, jitted with the state donated, as `state.setup` does, on one
+device, fp32); theirs is the usual diffusers training loop body (fp32, eager, `torch.optim.AdamW`,
+`clip_grad_norm_`, `torch._foreach_lerp_` EMA). Runs are interleaved (torch, ours, torch, ...) and the medians
+reported, since the CPU may be shared. `ratio` = ours / torch (goal <= 0.8). `compile` = our trace + XLA
+compile. `peak MiB` = the most resident memory one step adds over the resident memory before it (the kernel's
+peak-RSS mark, reset before the step: activations, gradients, temporaries); `XLA temp` = the compiled step's
+temporary buffers (XLA's own count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+CONFIGS = {
+    'small': dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, cross_attention_dim=256,
+                  attention_head_dim=4),
+    'medium': dict(block_out_channels=(64, 128, 256, 256), layers_per_block=2, cross_attention_dim=768,
+                   attention_head_dim=8),  # bench/video_unet.py's MEDIUM
+}
+MOTION_HEADS = 8
+LR, CLIP, EMA_DECAY, WEIGHT_DECAY = 5e-4, 1.0, 0.9999, 1e-2
+
+
+def _status_kib(field: str) -> int:
+  with open('/proc/self/status') as f:
+    return int(next(line.split()[1] for line in f if line.startswith(field + ':')))
+
+
+def peak_added_rss(fn) -> int:
+  """The most resident memory `fn()` adds over what was resident before it: the kernel's peak-RSS mark (VmHWM),
+  reset to the current RSS first (`/proc/self/clear_refs` 5)."""
+  with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')
+  base = _status_kib('VmRSS')
+  fn()
+  return (_status_kib('VmHWM') - base) * 1024
+
+
+def build(name: str, stage: str, frames: int, batch: int, size: int):
+  """Torch and our models with the same weights, and one cached-latent batch in both layouts."""
+  import diffusers  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  from convert import animatediff, clip as convert_clip, unet as convert_unet  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.models.motion import MotionConfig  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.models.unet import UNetConfig  # pylint: disable=import-outside-toplevel
+
+  torch.manual_seed(0)
+  config = UNetConfig.sd15(**CONFIGS[name], in_channels=12, out_channels=4, sample_size=size)
+  t_unet = diffusers.UNet2DConditionModel(**config.to_dict())
+  width = config.cross_attention_dim
+  t_text = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+      vocab_size=64, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1, num_attention_heads=4,
+      max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1)).eval()
+  motion = None
+  if stage == 'motion':
+    motion = MotionConfig(num_attention_heads=MOTION_HEADS, norm_num_groups=config.norm_num_groups,
+                          norm_across_frames=True, zero_init=False)  # diffusers normalises across frames
+    adapter = diffusers.MotionAdapter(block_out_channels=config.block_out_channels,
+                                      motion_layers_per_block=config.layers_per_block,
+                                      motion_norm_num_groups=config.norm_num_groups,
+                                      motion_num_attention_heads=MOTION_HEADS, use_motion_mid_block=True)
+  ours, _ = convert_unet.from_torch(t_unet.state_dict(), config.to_dict(), motion=motion)
+  if stage == 'motion':
+    animatediff.load_motion_state(ours, {k: v.numpy() for k, v in adapter.state_dict().items()})
+    t_unet = diffusers.UNetMotionModel.from_unet2d(t_unet, adapter)
+  te, _ = convert_clip.from_torch(t_text.state_dict(), t_text.config.to_dict())
+
+  rng = np.random.default_rng(0)
+  lat = (batch,) + ((frames,) if stage == 'motion' else ()) + (size, size)
+  z = {k: rng.standard_normal(lat + (4,), np.float32) for k in ('target_mean', 'occluded', 'mask')}
+  z['target_std'] = np.abs(0.1 * rng.standard_normal(lat + (4,), np.float32))
+  z['input_ids'] = rng.integers(2, 60, (batch, 77)).astype(np.int32)
+  with torch.no_grad():
+    z['context'] = t_text(torch.from_numpy(z['input_ids']).long()).last_hidden_state.numpy()
+  return t_unet.train(), t_text, ours, te, z
+
+
+def ours_step(stage: str, unet, text_encoder, batch: dict):
+  """The trainer's step on one device: (compiled, state, device batch, compile seconds, XLA temp bytes)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from tgvac_jax.models.motion import MotionParam  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train.config import base_config  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train.optimizer import make_optimizer  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train.state import TrainState  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train.step import diffusion_loss_fn, make_train_step  # pylint: disable=import-outside-toplevel
+
+  c = base_config()
+  c.stage, c.compute_dtype = stage, 'float32'
+  c.optim.lr, c.optim.warmup_steps, c.optim.clip_norm, c.optim.weight_decay = LR, 0, CLIP, WEIGHT_DECAY
+  c.ema_decay = EMA_DECAY
+  graphdef, params, rest = nnx.split(unet, MotionParam if stage == 'motion' else nnx.Param, ...)
+  te_def, te_state = nnx.split(text_encoder)
+  empty = np.ones((1, 77), np.int32)
+  empty[0, 0] = 0
+  loss = diffusion_loss_fn(c, {'unet': graphdef, 'text_encoder': te_def}, empty)
+  tx, schedule = make_optimizer(c.optim, c.num_steps)
+  step = jax.jit(make_train_step(loss, tx, schedule, c.ema_decay), donate_argnums=0)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                     ema=jax.tree.map(jnp.copy, params), rng=jax.random.key_data(jax.random.key(0)),
+                     skipped=jnp.zeros((), jnp.int32))
+  frozen = {'unet': rest, 'text_encoder': te_state}
+  x = {k: jnp.asarray(v) for k, v in batch.items()}
+  t0 = time.perf_counter()
+  compiled = step.lower(state, frozen, x).compile()
+  compile_s = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  temp = float(mem.temp_size_in_bytes) if mem is not None else float('nan')
+  holder = {'state': state}
+
+  def run():
+    holder['state'], metrics = compiled(holder['state'], frozen, x)
+    return float(jax.block_until_ready(metrics['loss']))
+  return run, compile_s, temp
+
+
+def torch_step(stage: str, unet, text_encoder, batch: dict):
+  """The diffusers training loop body (ε-prediction, SD-1.5 scaled-linear betas, condition dropout 5/5/5 %)."""
+  import torch  # pylint: disable=import-outside-toplevel
+
+  trained = [p for n, p in unet.named_parameters() if stage == 'frame' or 'motion_modules' in n]
+  for n, p in unet.named_parameters():
+    p.requires_grad_(stage == 'frame' or 'motion_modules' in n)
+  opt = torch.optim.AdamW(trained, lr=LR, weight_decay=WEIGHT_DECAY)
+  ema = [p.detach().clone() for p in trained]
+  abar = torch.cumprod(1 - torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2, 0)
+  video = stage == 'motion'
+  layout = (lambda a: torch.from_numpy(a).permute(0, 4, 1, 2, 3)) if video else \
+      (lambda a: torch.from_numpy(a).permute(0, 3, 1, 2))  # channels first: (B, C, [F,] H, W)
+  mean, std, occ, mask = (layout(batch[k]).contiguous() for k in ('target_mean', 'target_std', 'occluded', 'mask'))
+  context = torch.from_numpy(batch['context'])
+  if video:  # UNetMotionModel takes the caption per frame (AnimateDiffPipeline repeats it so)
+    context = context.repeat_interleave(mean.shape[2], dim=0)
+  empty_ids = torch.ones((1, 77), dtype=torch.long)
+  empty_ids[0, 0] = 0
+  b = mean.shape[0]
+  per_sample = lambda f, x: f.view((b,) + (1,) * (x.ndim - 1))  # noqa: E731
+  per_context = lambda f: f.repeat_interleave(len(context) // b).view(-1, 1, 1)  # noqa: E731
+
+  def run():
+    x0 = mean + std * torch.randn_like(mean)
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, 1000, (b,))
+    a = per_sample(abar[t], x0)
+    z_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    u = torch.rand(b)
+    drop_text, drop_concat = (u < 0.05) | (u >= 0.1) & (u < 0.15), (u >= 0.05) & (u < 0.15)
+    with torch.no_grad():
+      empty = text_encoder(empty_ids).last_hidden_state
+    ctx = torch.where(per_context(drop_text), empty, context)
+    cond = torch.cat([occ, mask], dim=1)
+    cond = torch.where(per_sample(drop_concat, cond), torch.zeros_like(cond), cond)
+    pred = unet(torch.cat([z_t, cond], dim=1), t, ctx).sample
+    loss = torch.nn.functional.mse_loss(pred, noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trained, CLIP)
+    opt.step()
+    with torch.no_grad():
+      torch._foreach_lerp_(ema, trained, 1 - EMA_DECAY)  # pylint: disable=protected-access
+    return float(loss)
+  return run
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--configs', default='small,medium')
+  p.add_argument('--stages', default='frame,motion')
+  p.add_argument('--size', type=int, default=32, help='latent height = width (32: 256 px images)')
+  p.add_argument('--batch', type=int, default=2, help='frame stage: images per step')
+  p.add_argument('--clips', type=int, default=1, help='motion stage: clips per step')
+  p.add_argument('--frames', type=int, default=14, help='motion stage: frames per clip')
+  p.add_argument('--repeats', type=int, default=5)
+  p.add_argument('--threads', type=int, default=0,
+                 help='1: pin the process to one core, torch.set_num_threads(1), single-threaded XLA (a per-core '
+                      'comparison; on a shared, oversubscribed CPU torch\'s spinning OpenMP threads otherwise '
+                      'slow its steps by 10-100x); 0: library defaults')
+  args = p.parse_args()
+  if args.threads == 1:
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
+    os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen=false').strip()
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+  import diffusers  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+
+  if args.threads == 1:
+    torch.set_num_threads(1)
+  cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')), '?')
+  print(f'{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, jax {jax.__version__} '
+        f'({jax.devices()[0].platform}), torch {torch.__version__}, diffusers {diffusers.__version__}, '
+        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, load avg {os.getloadavg()[0]:.1f}', flush=True)
+  rows = []
+  for name in args.configs.split(','):
+    for stage in args.stages.split(','):
+      batch = args.batch if stage == 'frame' else args.clips
+      t_unet, t_text, unet, te, z = build(name, stage, args.frames, batch, args.size)
+      trained = sum(p.numel() for n, p in t_unet.named_parameters() if stage == 'frame' or 'motion_modules' in n)
+      ours, compile_s, temp = ours_step(stage, unet, te, z)
+      theirs = torch_step(stage, t_unet, t_text, z)
+      del unet, te
+      losses = (theirs(), ours())  # warm-up
+      times = {'torch': [], 'ours': []}
+      for _ in range(args.repeats):
+        for side, fn in (('torch', theirs), ('ours', ours)):
+          t0 = time.perf_counter()
+          fn()
+          times[side].append(time.perf_counter() - t0)
+      peaks = {side: peak_added_rss(fn) for side, fn in (('torch', theirs), ('ours', ours))}
+      tq, oq = statistics.median(times['torch']), statistics.median(times['ours'])
+      shape = f'{batch}x{args.frames}' if stage == 'motion' else f'{batch}'
+      rows.append((name, stage, shape, trained, tq, oq, compile_s, peaks['torch'], peaks['ours'], temp))
+      print(f'  {name} {stage} batch {shape}: torch {tq * 1e3:.0f} ms, ours {oq * 1e3:.0f} ms, ratio {oq / tq:.2f}, '
+            f'compile {compile_s:.1f} s, first losses torch {losses[0]:.3f} ours {losses[1]:.3f} (torch runs '
+            f'{[round(v * 1e3) for v in times["torch"]]}, ours {[round(v * 1e3) for v in times["ours"]]})',
+            flush=True)
+      del t_unet, t_text, theirs, ours
+
+  print(f'\nTrain step (UNet fwd+bwd, clip, AdamW, EMA) from cached latents, {args.size}x{args.size} latent, fp32, '
+        f'median of {args.repeats} interleaved runs (load avg now {os.getloadavg()[0]:.1f})')
+  print('| config | stage | batch | trained M | torch ms | ours ms | ours/torch | our compile s | torch peak MiB '
+        '| our peak MiB | XLA temp MiB |')
+  print('|---|---|---|---|---|---|---|---|---|---|---|')
+  for name, stage, shape, n, tq, oq, comp, pt, po, temp in rows:
+    print(f'| {name} | {stage} | {shape} | {n / 1e6:.2f} | {tq * 1e3:.0f} | {oq * 1e3:.0f} | {oq / tq:.2f} | '
+          f'{comp:.1f} | {pt / 2**20:.0f} | {po / 2**20:.0f} | {temp / 2**20:.0f} |')
+
+
+if __name__ == '__main__':
+  main()
