@@ -40,8 +40,8 @@ def _full() -> ml_collections.ConfigDict:
   # One block per stage: steps, global batch, peak learning rate (warmup and EMA follow from the steps); min-SNR
   # loss weighting (gamma 5) for the diffusion stages.
   c.vae = ml_collections.ConfigDict({'steps': 500, 'batch_size': 8, 'lr': 2e-3})
-  c.frame = ml_collections.ConfigDict({'steps': 400, 'batch_size': 16, 'lr': 1e-3, 'snr_gamma': 5.0})
-  c.motion = ml_collections.ConfigDict({'steps': 100, 'batch_size': 2, 'lr': 1e-3, 'clip_len': 8,
+  c.frame = ml_collections.ConfigDict({'steps': 150, 'batch_size': 16, 'lr': 1e-3, 'snr_gamma': 5.0})
+  c.motion = ml_collections.ConfigDict({'steps': 30, 'batch_size': 2, 'lr': 1e-3, 'clip_len': 8,
                                         'snr_gamma': 5.0})
 
   c.sample = ml_collections.ConfigDict()   # configs/infer.py's sampler for every learned row
@@ -53,11 +53,11 @@ def _full() -> ml_collections.ConfigDict:
   c.sample.mask_threshold = 0.25           # object = pixels this far from white (the VAE blurs edges toward it)
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.max_videos = 16                   # held-out validation clips scored per row
+  c.eval.max_videos = 8                    # held-out validation clips scored per row
   c.eval.gif_videos = 3
 
   c.unseen = ml_collections.ConfigDict()   # a DAVIS-style folder of clips the demo never trained on
-  c.unseen.num_videos = 6
+  c.unseen.num_videos = 10       # >= 2 per split: occluders come from other videos of the same split
   c.unseen.size = 128
   c.unseen.clip_len = 30
   return c
@@ -78,7 +78,6 @@ def get_config(arg=None):
     c.sample.strides = (2, 4)
     c.eval.max_videos = 2
     c.eval.gif_videos = 1
-    c.unseen.num_videos = 2
     c.unseen.size = 64
     c.unseen.clip_len = 10
     return c

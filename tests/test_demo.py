@@ -50,6 +50,7 @@ def test_quick_demo_writes_every_artifact(quick):
   assert not list(workdir.rglob('.*.tmp-*')), 'no half-written folder is left'
 
 
+@pytest.mark.slow
 def test_rerun_reuses_and_repeats_the_table(quick):
   workdir, first = quick
   table = (workdir / 'ablation' / 'table.md').read_text()
