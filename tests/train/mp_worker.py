@@ -1,7 +1,9 @@
-"""One of the two processes of test_multiprocess: `python -m tests.train.mp_worker <process_id> <port> <out.npz>`.
+"""One of the two processes of test_multiprocess:
+`python -m tests.train.mp_worker <process_id> <port> <batches.npz> <out.npz>`.
 
 Runs with XLA_FLAGS=--xla_force_host_platform_device_count=4: 2 processes x 4 CPU devices form one 8-device FSDP
-mesh; each process feeds its half of every global batch. Process 0 writes the losses and the gathered params.
+mesh; each process feeds its half of every global batch (cached latents, `batches.npz` keys '<step>/<name>').
+Process 0 writes the losses and the gathered params.
 """
 
 import sys
@@ -17,7 +19,7 @@ from tgvac_jax.train.state import setup
 STEPS = 3
 
 
-def main(process_id: int, port: int, out: str) -> None:
+def main(process_id: int, port: int, batches: str, out: str) -> None:
   jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=2, process_id=process_id)
   assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
   c = tiny.tiny_config('frame')
@@ -26,8 +28,10 @@ def main(process_id: int, port: int, out: str) -> None:
   trainee = setup(c, mesh)
   state, losses = trainee.state, []
   half = tiny.BATCH // 2
+  data = np.load(batches)
   for step in range(STEPS):
-    local = {k: v[process_id * half:(process_id + 1) * half] for k, v in tiny.pixel_batch(step).items()}
+    local = {k.split('/')[1]: data[k][process_id * half:(process_id + 1) * half] for k in data.files
+             if k.startswith(f'{step}/')}
     state, metrics = trainee.train_step(state, sharding.global_batch(local, mesh))
     losses.append(float(metrics['loss']))
   params = {jax.tree_util.keystr(p): np.asarray(multihost_utils.process_allgather(x, tiled=True))
@@ -38,4 +42,4 @@ def main(process_id: int, port: int, out: str) -> None:
 
 
 if __name__ == '__main__':
-  main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+  main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

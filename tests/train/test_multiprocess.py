@@ -23,17 +23,21 @@ def _free_port() -> int:
 
 
 def test_two_processes_equal_one(tmp_path):
+  trainee = tiny.trainee('frame')
+  batches = [tiny.encode(trainee, sharding.global_batch(tiny.pixel_batch(step), trainee.mesh))
+             for step in range(STEPS)]
+  np.savez(tmp_path / 'batches.npz', **{f'{i}/{k}': np.asarray(v) for i, b in enumerate(batches) for k, v in b.items()})
   out = tmp_path / 'mp.npz'
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu',
              PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
-  procs = [subprocess.Popen([sys.executable, '-m', 'tests.train.mp_worker', str(i), str(port), str(out)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  cmd = [sys.executable, '-m', 'tests.train.mp_worker']
+  procs = [subprocess.Popen(cmd + [str(i), str(port), str(tmp_path / 'batches.npz'), str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   # the reference meanwhile: one process, 8 devices, the same config, batches and steps
-  trainee = tiny.trainee('frame')
   state, losses = tiny.copy_state(trainee.state), []
-  for step in range(STEPS):
-    state, metrics = trainee.train_step(state, sharding.global_batch(tiny.pixel_batch(step), trainee.mesh))
+  for batch in batches:
+    state, metrics = trainee.train_step(state, batch)
     losses.append(float(metrics['loss']))
   logs = []
   for p in procs:

@@ -18,7 +18,8 @@ def trainee():
 
 @pytest.fixture(scope='module')
 def batch(trainee):
-  return sharding.global_batch(tiny.pixel_batch(0), trainee.mesh)
+  """Cached latents: the step without the VAE encoder compiles faster (test_latents checks the two agree)."""
+  return tiny.encode(trainee, sharding.global_batch(tiny.pixel_batch(0), trainee.mesh))
 
 
 def _leaves(tree):

@@ -81,11 +81,16 @@ def pixel_batch(seed: int = 0, frames: int | None = None, batch: int = BATCH) ->
   return {'occluded': occluded, 'visible_mask': visible, 'amodal': amodal, 'input_ids': ids}
 
 
+_ENCODERS = {}
+
+
 def encode(trainee: st.Trainee, batch: dict) -> dict:
   """`latents.encode_batch` with the trainee's frozen VAE and text encoder, jitted (what the cache command does)."""
-  g = trainee.graphdefs
-  fn = lambda f, b: encode_batch(nnx.merge(g['vae'], f['vae']), nnx.merge(g['text_encoder'], f['text_encoder']), b)
-  return jax.jit(fn, out_shardings=sharding.batch_sharding(trainee.mesh))(trainee.frozen, batch)
+  if id(trainee) not in _ENCODERS:
+    g = trainee.graphdefs
+    fn = lambda f, b: encode_batch(nnx.merge(g['vae'], f['vae']), nnx.merge(g['text_encoder'], f['text_encoder']), b)  # noqa: E731,E501
+    _ENCODERS[id(trainee)] = jax.jit(fn, out_shardings=sharding.batch_sharding(trainee.mesh))
+  return _ENCODERS[id(trainee)](trainee.frozen, batch)
 
 
 def copy_state(state):

@@ -101,14 +101,6 @@ def _makers(configs: dict, seed: int, dtype) -> dict[str, Callable[[], nnx.Modul
           for i, (name, cfg) in enumerate(configs.items())}
 
 
-def scratch_models(model, size: int, vocab_size: int, motion: bool, seed: int = 0) -> dict[str, nnx.Module]:
-  """{'unet', 'vae', 'text_encoder'}: tiny random models (the embedded demo), each initialised in one jit."""
-  from tgvac_jax.models.init import jit_init  # pylint: disable=import-outside-toplevel
-  unet, vae, te = scratch_configs(model, size, vocab_size, motion)
-  makers = _makers({'unet': unet, 'vae': vae, 'text_encoder': te}, seed, None)
-  return {name: jit_init(make) for name, make in makers.items()}
-
-
 # ------------------------------------------------------------------------------------------- tokenizer
 
 def tokenizer_dir(config) -> str:
