@@ -19,7 +19,7 @@ def with_cache(c):
   """A stage's training config -> the cache job's (the same weights, size and dtype, plus `cache.*`)."""
   c.job = 'cache_latents'
   c.cache = ml_collections.ConfigDict()
-  c.cache.out = f'{c.workdir}/latents'  # the folder to write (data.cached_latents of the training run)
+  c.cache.out = ''                # the folder to write (data.cached_latents of the training run); '': <workdir>/latents
   c.cache.split = 'train'
   c.cache.batch_size = 4          # records per encoder call (per process; clips count once, not per frame)
   c.cache.shard_size = 256        # records per array_record shard: the unit of resumption and of process work

@@ -10,7 +10,7 @@ embeddings and the token ids. The step draws the target latent from (mean, std) 
 from the cache equals training from the same pixels. The trainer's reader (`latent_dataset`) picks one random
 frame per record for the frame stage, a random `clip_len` window for the motion stage.
 
-On disk (`cache.out`):
+On disk (`cache.out`, default `<workdir>/latents`):
   <split>.json                              settings, record layout, shard list (written first)
   <split>-<k>-of-<n>.array_record           shard k: records [k * shard_size, (k + 1) * shard_size), in order;
                                             each record is `np.savez` bytes (read with allow_pickle=False)
@@ -120,7 +120,7 @@ def check_compatible(meta: dict, config) -> None:
   training: one error naming every difference."""
   want = json.loads(json.dumps(settings(config)))
   diff = [f'{k}: cache {meta["settings"].get(k)!r}, config {v!r}' for k, v in want.items()
-          if k != 'stage' and meta['settings'].get(k) != v]
+          if k not in ('stage', 'clip_len') and meta['settings'].get(k) != v]
   if diff:
     raise ValueError('cached latents were made with other settings than this run (' + '; '.join(diff) + ')')
 
@@ -141,6 +141,8 @@ def latent_dataset(path: str, split: str = 'train', *, batch_size: int, seed: in
     raise ValueError(f'latent caches serve the frame and motion stages, not {stage!r}')
   if stage == 'motion':
     clip_len = clip_len or meta['settings']['clip_len']
+    if not clip_len:
+      raise ValueError(f'{path} was cached for the frame stage: give clip_len for motion-stage windows')
   source = grain.sources.ArrayRecordDataSource([str(p) for p in shard_paths(path, meta)])
   if len(source) == 0:
     raise CacheError(f'{path}: the latent cache holds no records')
@@ -264,8 +266,6 @@ def cache(config, process_index: int = 0, process_count: int = 1) -> Path:
     raise ValueError(f'latent caches serve the frame and motion stages, not {config.stage!r}')
   if c.shard_size < 1 or c.batch_size < 1:
     raise ValueError(f'cache.shard_size ({c.shard_size}) and cache.batch_size ({c.batch_size}) must be >= 1')
-  if not c.out:
-    raise ValueError('set cache.out (the folder to write the latents to)')
   source, pairs = _pixel_source(config, c.split)
   total = len(source)
   if total == 0:
@@ -275,7 +275,7 @@ def cache(config, process_index: int = 0, process_count: int = 1) -> Path:
              'count': min(c.shard_size, total - k * c.shard_size)} for k in range(n_shards)]
   configs = stages.check_init(config)
   tokenizer_dir, vocab = stages.ensure_tokenizer(config)
-  out = Path(c.out)
+  out = Path(c.out or os.path.join(config.workdir, 'latents'))
   meta = {'format': FORMAT, 'split': c.split, 'num_records': total, 'shard_size': int(c.shard_size),
           'shards': shards, 'settings': settings(config), 'keys': list(LATENT_KEYS) + ['caption', 'index'],
           'source': os.path.abspath(config.data.dataset or config.data.pix2gestalt)}
@@ -323,5 +323,5 @@ def run(config) -> None:
     from tgvac_jax.train.trainer import procedural_dataset  # pylint: disable=import-outside-toplevel
     config.data.dataset = procedural_dataset(config, Path(config.workdir).absolute())
   out = cache(config, jax.process_index(), jax.process_count())
-  if jax.process_index() == 0:
-    print(f'latents of process 0 written to {out} (train with --config.data.cached_latents={out})')
+  print(f'process {jax.process_index()}: its latent shards are in {out} (train with '
+        f'--config.data.cached_latents={out} once every process has finished)')
