@@ -93,3 +93,28 @@ def test_tiny_model_overfits_a_handful_of_frames(trainee):
   print(f'overfit: mean loss of the first 10 steps {first:.4f}, of the last 10 {last:.4f}: {first / last:.1f}x lower '
         f'after {STEPS} steps')
   assert first / last >= 10
+
+
+def test_vae_stage_loss_and_training():
+  """The autoencoder stage: loss = mean |x - D(z)| + kl_weight * mean KL, z ~ q(z|x) drawn with the step's key, on
+  target and occluded frames; only the VAE is trained and exported."""
+  vae_trainee = tiny.trainee('vae', devices=1, **{'vae_loss.kl_weight': 0.01})
+  assert set(vae_trainee.graphdefs) == {'vae'}
+  pixels = tiny.pixel_batch(5)
+  batch = sharding.global_batch({k: pixels[k] for k in ('occluded', 'visible_mask', 'amodal')}, vae_trainee.mesh)
+  state = tiny.copy_state(vae_trainee.state)
+  vae = vae_trainee.export_modules(state, ema=False)['vae']
+  key = jax.random.split(jax.random.wrap_key_data(state.rng))[1]
+  x = np.concatenate([pixels['amodal'], pixels['occluded']]).astype(np.float32) / 127.5 - 1
+  posterior = vae.encode(x)
+  rec = np.asarray(vae.decode(posterior.sample(key)))
+  mean, logvar = np.asarray(posterior.mean, np.float64), np.asarray(posterior.logvar, np.float64)
+  kl = 0.5 * np.sum(mean ** 2 + np.exp(logvar) - 1 - logvar, axis=(1, 2, 3)).mean()
+  want = np.abs(rec - x).mean() + 0.01 * kl
+  losses = []
+  for _ in range(5):
+    state, m = vae_trainee.train_step(state, batch)
+    losses.append(float(m['loss']))
+  print(f'vae stage: loss {losses[0]:.5f} (reference {want:.5f}) -> {losses[-1]:.5f} after 5 steps')
+  np.testing.assert_allclose(losses[0], want, rtol=1e-4)
+  assert losses[-1] < losses[0]
