@@ -22,7 +22,8 @@ def test_make_mesh_fills_the_rest():
   assert sharding.data_parallel_size(sharding.make_mesh(_mesh_cfg(data=2, fsdp=2, tensor=2))) == 4
 
 
-@pytest.mark.parametrize('cfg, msg', [(_mesh_cfg(data=3), 'not divisible'), (_mesh_cfg(data=-1, fsdp=-1), 'at most one'),
+@pytest.mark.parametrize('cfg, msg', [(_mesh_cfg(data=3), 'not divisible'),
+                                      (_mesh_cfg(data=-1, fsdp=-1), 'at most one'),
                                       (_mesh_cfg(data=2, fsdp=2), 'needs 4 devices')])
 def test_make_mesh_errors(cfg, msg):
   with pytest.raises(ValueError, match=msg):

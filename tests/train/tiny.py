@@ -88,7 +88,10 @@ def encode(trainee: st.Trainee, batch: dict) -> dict:
   """`latents.encode_batch` with the trainee's frozen VAE and text encoder, jitted (what the cache command does)."""
   if id(trainee) not in _ENCODERS:
     g = trainee.graphdefs
-    fn = lambda f, b: encode_batch(nnx.merge(g['vae'], f['vae']), nnx.merge(g['text_encoder'], f['text_encoder']), b)  # noqa: E731,E501
+
+    def fn(frozen, batch):
+      return encode_batch(nnx.merge(g['vae'], frozen['vae']), nnx.merge(g['text_encoder'], frozen['text_encoder']),
+                          batch)
     _ENCODERS[id(trainee)] = jax.jit(fn, out_shardings=sharding.batch_sharding(trainee.mesh))
   return _ENCODERS[id(trainee)](trainee.frozen, batch)
 

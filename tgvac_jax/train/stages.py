@@ -169,16 +169,13 @@ def check_init(config) -> dict[str, dict]:
 # ------------------------------------------------------------------------------------------- building
 
 def _remat(config, component: str) -> dict:
-  if config.remat not in ('none', 'full', 'motion'):
-    raise ValueError(f"remat must be 'none', 'full' or 'motion', got {config.remat!r}")
+  """remat='full' recomputes every UNet/VAE block in the backward pass (config field of those models)."""
   return {'remat': config.remat == 'full'} if component in ('unet', 'vae') else {}
 
 
-def _motion_config(config, unet_config: dict) -> MotionConfig | None:
+def _motion_config(config, unet_config: dict) -> MotionConfig:
   """The motion stage's motion modules: the checkpoint's own, or new ones (AnimateDiff v2 shape) for a frame
   checkpoint; remat='motion' recomputes them in the backward pass."""
-  if get_stage(config).name != 'motion':
-    return None
   m = unet_config.get('motion')
   mc = (MotionConfig.from_dict(m) if m else
         MotionConfig(num_attention_heads=config.init.motion_heads,
@@ -210,8 +207,8 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
   dtype = jnp.dtype(config.compute_dtype)
   if config.init.from_scratch:
     unet, vae, te = scratch_configs(config.model, config.data.size, vocab_size, stage.name == 'motion')
-    unet = dataclasses.replace(unet, motion=_motion_config(config, unet.to_dict(ours=True)) if unet.motion
-                               else None, **_remat(config, 'unet'))
+    motion = unet.motion and dataclasses.replace(unet.motion, remat=config.remat == 'motion')
+    unet = dataclasses.replace(unet, motion=motion, **_remat(config, 'unet'))
     vae = dataclasses.replace(vae, **_remat(config, 'vae'))
     all_cfgs = {'unet': unet, 'vae': vae, 'text_encoder': te}
     makers = _makers({k: all_cfgs[k] for k in stage.components}, config.seed, dtype)
@@ -227,8 +224,8 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
       fresh = MotionParam if not d.get('motion') else None
     module, _ = ckpt.build(d['_class'], d, dtype=dtype, abstract=True, **overrides)
     if fresh is not None:  # new motion modules: random (proj_out zero: identity), initialised sharded
-      make = lambda d=d, o=overrides: ckpt.build(d['_class'], d, dtype=dtype, rngs=nnx.Rngs(config.seed),  # noqa
-                                                 **o)[0]
+      make = lambda d=d, o=overrides: ckpt.build(  # noqa: E731
+          d['_class'], d, dtype=dtype, rngs=nnx.Rngs(config.seed), **o)[0]
       nnx.update(module, _jit_init_state(make, mesh, MotionParam))
     _sharded_from_file(module, folder / name / ckpt.WEIGHTS_NAME, mesh, fresh, f'{folder / name}')
     out[name] = module
