@@ -1,8 +1,9 @@
 """One of the two processes of test_multiprocess:
-`python -m tests.train.mp_worker <process_id> <port> <batches.npz> <out.npz>`.
+`python -m tests.train.mp_worker <process_id> <port> <frame model> <batches.npz> <out.npz>`.
 
 Runs with XLA_FLAGS=--xla_force_host_platform_device_count=4: 2 processes x 4 CPU devices form one 8-device FSDP
-mesh; each process feeds its half of every global batch (cached latents, `batches.npz` keys '<step>/<name>').
+mesh; both load the weights from the parent's pipeline folder (each device reads its own slices) and feed their
+halves of every global batch (cached latents, `batches.npz` keys '<step>/<name>').
 Process 0 writes the losses and the gathered params.
 """
 
@@ -19,10 +20,10 @@ from tgvac_jax.train.state import setup
 STEPS = 3
 
 
-def main(process_id: int, port: int, batches: str, out: str) -> None:
+def main(process_id: int, port: int, frame_model: str, batches: str, out: str) -> None:
   jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=2, process_id=process_id)
   assert jax.process_count() == 2 and jax.device_count() == 8 and jax.local_device_count() == 4
-  c = tiny.tiny_config('frame')
+  c = tiny.tiny_config('frame', **{'init.from_scratch': False, 'init.checkpoint': frame_model})
   c.mesh.fsdp = 8
   mesh = sharding.make_mesh(c.mesh)
   trainee = setup(c, mesh)
@@ -42,4 +43,4 @@ def main(process_id: int, port: int, batches: str, out: str) -> None:
 
 
 if __name__ == '__main__':
-  main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+  main(int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:6])

@@ -1,4 +1,7 @@
-"""Two processes on localhost (jax.distributed, CPU collectives, 4 devices each) train like one with 8 devices."""
+"""Two processes on localhost (jax.distributed, CPU collectives, 4 devices each) train like one with 8 devices.
+
+The workers load the weights from a pipeline folder (the sharded, multi-host read path of `stages`); the reference
+is the same weights initialised in this process."""
 
 import os
 import socket
@@ -32,7 +35,8 @@ def test_two_processes_equal_one(tmp_path):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4', JAX_PLATFORMS='cpu',
              PYTHONPATH=f'{ROOT}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
   cmd = [sys.executable, '-m', 'tests.train.mp_worker']
-  procs = [subprocess.Popen(cmd + [str(i), str(port), str(tmp_path / 'batches.npz'), str(out)], cwd=ROOT, env=env,
+  args = [str(port), tiny.frame_model(), str(tmp_path / 'batches.npz'), str(out)]
+  procs = [subprocess.Popen(cmd + [str(i)] + args, cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   # the reference meanwhile: one process, 8 devices, the same config, batches and steps
   state, losses = tiny.copy_state(trainee.state), []

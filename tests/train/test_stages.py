@@ -9,7 +9,6 @@ import pytest
 from flax import nnx
 
 from tests.train import tiny
-from tgvac_jax.models.checkpoint import save_pipeline
 from tgvac_jax.models.motion import MotionParam
 from tgvac_jax.models.params import flat_params
 from tgvac_jax.train import sharding, stages
@@ -18,12 +17,9 @@ STEPS = 3
 
 
 @pytest.fixture(scope='module')
-def frame_model(tmp_path_factory):
+def frame_model():
   """The frame stage's exported model folder (what configs/motion.py starts from)."""
-  frame = tiny.trainee('frame')
-  out = tmp_path_factory.mktemp('stages') / 'frame_model'
-  save_pipeline(out, frame.export_modules(frame.state), copies={'tokenizer': frame.tokenizer_dir})
-  return out
+  return tiny.frame_model()
 
 
 @pytest.fixture(scope='module')

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tgvac_jax.models.checkpoint import save_pipeline
 from tgvac_jax.train import sharding, state as st
 from tgvac_jax.train.config import base_config
 from tgvac_jax.train.latents import encode_batch
@@ -24,7 +25,8 @@ FRAMES = 4
 
 
 def tiny_config(stage: str = 'frame', workdir: str = WORKDIR, **overrides):
-  """From-scratch models small enough to compile in seconds: 16 px frames, VAE factor 2, UNet (32, 64)."""
+  """From-scratch models small enough to compile fast: 16 px frames, VAE factor 2, a one-level UNet (its mid block
+  holds the cross-attention)."""
   c = base_config()
   c.stage = stage
   c.workdir = workdir
@@ -33,10 +35,12 @@ def tiny_config(stage: str = 'frame', workdir: str = WORKDIR, **overrides):
   c.num_steps = 1000
   c.data.size = SIZE
   c.data.clip_len = FRAMES
+  c.model.unet_channels = (32,)
   c.model.vae_channels = (16, 32)
   c.model.text_width = 32
   c.model.text_layers = 1
   c.compute_dtype = 'float32'
+  c.mesh.min_shard_size = 1024    # so most of this tiny model's weights are split 8 ways
   c.optim.lr = 2e-3
   # Adam's first update is lr * g / (|g| + eps), whose slope at g = 0 is lr / eps: it amplifies the float32
   # round-off of gradients that cancel to ~0 (which differs between 1 and 8 devices: another summation order)
@@ -79,6 +83,16 @@ def pixel_batch(seed: int = 0, frames: int | None = None, batch: int = BATCH) ->
   ids[:, 0] = 0
   ids[:, 1:4] = rs.randint(2, 40, (batch, 3))
   return {'occluded': occluded, 'visible_mask': visible, 'amodal': amodal, 'input_ids': ids}
+
+
+@functools.lru_cache(maxsize=None)
+def frame_model() -> str:
+  """The frame trainee's initial weights exported as a pipeline folder (EMA = params at step 0): what the motion
+  stage starts from, and a checkpoint to load instead of compiling a random init."""
+  frame = trainee('frame')
+  out = f'{WORKDIR}/frame_model'
+  save_pipeline(out, frame.export_modules(frame.state), copies={'tokenizer': frame.tokenizer_dir})
+  return out
 
 
 _ENCODERS = {}

@@ -85,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.data = 1                 # -1: whatever is left of the devices
   c.mesh.fsdp = -1
   c.mesh.tensor = 1
+  c.mesh.min_shard_size = 2 ** 14  # elements: smaller weights (biases, norms) are replicated, larger split on fsdp
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.initialize = False  # jax.distributed.initialize() (arguments from the cluster's environment)

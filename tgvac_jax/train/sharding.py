@@ -17,7 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ('data', 'fsdp', 'tensor')
 BATCH_AXES = ('data', 'fsdp')
-MIN_SHARDED_SIZE = 2 ** 14  # elements: smaller tensors are replicated
+MIN_SHARDED_SIZE = 2 ** 14  # elements: smaller tensors are replicated (config.mesh.min_shard_size)
 
 
 def make_mesh(mesh_cfg, devices=None) -> Mesh:

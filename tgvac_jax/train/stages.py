@@ -14,6 +14,7 @@ safetensors file straight into each device's shard, so an SD-size model is never
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -183,7 +184,7 @@ def _motion_config(config, unet_config: dict) -> MotionConfig:
   return dataclasses.replace(mc, remat=config.remat == 'motion')
 
 
-def _sharded_from_file(module: nnx.Module, path: Path, mesh, skip: type | None, what: str) -> None:
+def _sharded_from_file(module: nnx.Module, path: Path, shardings, skip: type | None, what: str) -> None:
   """Fills `module`'s abstract parameters (all but those of type `skip`) from a safetensors file, each device
   reading only its own slice."""
   ours = {k: v for k, v in flat_params(module).items() if skip is None or not isinstance(v, skip)}
@@ -193,7 +194,7 @@ def _sharded_from_file(module: nnx.Module, path: Path, mesh, skip: type | None, 
     report_mismatch(what, set(want) - set(shapes), set(shapes) - set(want),
                     [f'{k} {shapes[k]} vs model {want[k]}' for k in set(want) & set(shapes) if shapes[k] != want[k]])
     for k, var in ours.items():
-      spec = param_shardings(jax.ShapeDtypeStruct(want[k], jnp.float32), mesh)
+      spec = shardings(jax.ShapeDtypeStruct(want[k], jnp.float32))
       dtype = var.get_value().dtype
       sl = f.get_slice(k)
       read = (lambda idx, sl=sl, dtype=dtype: np.asarray(sl[idx] if idx else sl[:], dtype))
@@ -205,6 +206,7 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
   """The stage's models, every weight a sharded jax.Array (see the module docstring)."""
   stage = get_stage(config)
   dtype = jnp.dtype(config.compute_dtype)
+  shardings = functools.partial(param_shardings, mesh=mesh, min_size=config.mesh.min_shard_size)
   if config.init.from_scratch:
     unet, vae, te = scratch_configs(config.model, config.data.size, vocab_size, stage.name == 'motion')
     motion = unet.motion and dataclasses.replace(unet.motion, remat=config.remat == 'motion')
@@ -212,7 +214,7 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
     vae = dataclasses.replace(vae, **_remat(config, 'vae'))
     all_cfgs = {'unet': unet, 'vae': vae, 'text_encoder': te}
     makers = _makers({k: all_cfgs[k] for k in stage.components}, config.seed, dtype)
-    return {name: _jit_init(make, mesh) for name, make in makers.items()}
+    return {name: _jit_init(make, shardings) for name, make in makers.items()}
   folder = Path(config.init.checkpoint)
   out = {}
   for name in stage.components:
@@ -226,13 +228,13 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
     if fresh is not None:  # new motion modules: random (proj_out zero: identity), initialised sharded
       make = lambda d=d, o=overrides: ckpt.build(  # noqa: E731
           d['_class'], d, dtype=dtype, rngs=nnx.Rngs(config.seed), **o)[0]
-      nnx.update(module, _jit_init_state(make, mesh, MotionParam))
-    _sharded_from_file(module, folder / name / ckpt.WEIGHTS_NAME, mesh, fresh, f'{folder / name}')
+      nnx.update(module, _jit_init_state(make, shardings, MotionParam))
+    _sharded_from_file(module, folder / name / ckpt.WEIGHTS_NAME, shardings, fresh, f'{folder / name}')
     out[name] = module
   if motion_init is not None:  # e.g. AnimateDiff weights (convert/animatediff.py, passed in by the job entry)
     motion_init(out['unet'])
     motion = nnx.state(out['unet'], MotionParam)
-    nnx.update(out['unet'], jax.device_put(motion, param_shardings(motion, mesh)))
+    nnx.update(out['unet'], jax.device_put(motion, shardings(motion)))
   return out
 
 
@@ -240,13 +242,13 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
 INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 
 
-def _jit_init_state(make: Callable[[], nnx.Module], mesh, filter=nnx.Param) -> nnx.State:
-  """The `filter` state of `make()`, computed in one jit straight into its shards."""
+def _jit_init_state(make: Callable[[], nnx.Module], shardings, filter=nnx.Param) -> nnx.State:
+  """The `filter` state of `make()`, computed in one jit straight into its shards (`shardings(abstract)`)."""
   abstract = nnx.state(nnx.eval_shape(make), filter)
-  return jax.jit(lambda: nnx.state(make(), filter), out_shardings=param_shardings(abstract, mesh),
+  return jax.jit(lambda: nnx.state(make(), filter), out_shardings=shardings(abstract),
                  compiler_options=INIT_COMPILER_OPTIONS)()
 
 
-def _jit_init(make: Callable[[], nnx.Module], mesh) -> nnx.Module:
+def _jit_init(make: Callable[[], nnx.Module], shardings) -> nnx.Module:
   graphdef, _ = nnx.split(nnx.eval_shape(make))
-  return nnx.merge(graphdef, _jit_init_state(make, mesh, ...))
+  return nnx.merge(graphdef, _jit_init_state(make, shardings, ...))

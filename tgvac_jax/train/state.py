@@ -161,7 +161,7 @@ def setup(config, mesh: jax.sharding.Mesh, motion_init=None) -> Trainee:
                       ema=jax.tree.map(jnp.copy, p), rng=jax.random.key_data(jax.random.key(config.seed)),
                       skipped=jnp.zeros((), jnp.int32))
 
-  state_shardings = param_shardings(jax.eval_shape(init, params), mesh)
+  state_shardings = param_shardings(jax.eval_shape(init, params), mesh, config.mesh.min_shard_size)
   state = jax.jit(init, out_shardings=state_shardings)(params)
   frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
   jitted = jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_sharding(mesh)),
