@@ -27,6 +27,7 @@ def quick(tmp_path_factory):
   return workdir, res
 
 
+@pytest.mark.slow  # ~14 min on a loaded 2-core CPU: over the default tier's budget until the demo is faster
 def test_quick_demo_writes_every_artifact(quick):
   workdir, res = quick
   model = workdir / 'motion' / 'model'
