@@ -192,7 +192,8 @@ class UpDecoderBlock2D(nnx.Module):
 
 def _call(block: nnx.Module, x: jax.Array, remat: bool) -> jax.Array:
   if remat:
-    return nnx.remat(lambda b, y: b(y))(block, x)
+    return nnx.remat(lambda b, y: b(y), graph_updates=False)(block, x)  # blocks mutate nothing; lets jax.grad
+    # differentiate weights merged in from outside (the trainer) without a TraceContextError, as in the UNet
   return block(x)
 
 

@@ -170,8 +170,9 @@ def check_init(config) -> dict[str, dict]:
 # ------------------------------------------------------------------------------------------- building
 
 def _remat(config, component: str) -> dict:
-  """remat='full' recomputes every UNet/VAE block in the backward pass (config field of those models)."""
-  return {'remat': config.remat == 'full'} if component in ('unet', 'vae') else {}
+  """remat='full' recomputes every block of the trained model in the backward pass; frozen models have no
+  backward pass."""
+  return {'remat': config.remat == 'full' and component == get_stage(config).trained}
 
 
 def _motion_config(config, unet_config: dict) -> MotionConfig:
@@ -212,6 +213,7 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
     motion = unet.motion and dataclasses.replace(unet.motion, remat=config.remat == 'motion')
     unet = dataclasses.replace(unet, motion=motion, **_remat(config, 'unet'))
     vae = dataclasses.replace(vae, **_remat(config, 'vae'))
+    te = dataclasses.replace(te, **_remat(config, 'text_encoder'))
     all_cfgs = {'unet': unet, 'vae': vae, 'text_encoder': te}
     makers = _makers({k: all_cfgs[k] for k in stage.components}, config.seed, dtype)
     return {name: _jit_init(make, shardings) for name, make in makers.items()}
