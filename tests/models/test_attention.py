@@ -52,12 +52,22 @@ def test_blocked_equals_dot_product_attention(t, s, mask, causal):
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
 
 
-def test_blocked_gradients():
-  q, k, v = _qkv(1, 260, 260, 16, seed=1)
-  w = jnp.asarray(np.random.default_rng(2).standard_normal((1, 260, 16), np.float32))
+@pytest.mark.parametrize('masked', [False, True])
+def test_blocked_gradients(masked):
+  """The custom (FlashAttention) backward equals autodiff of the one-shot form, also with padding and causal masks
+  and a fully masked row."""
+  q, k, v = _qkv(2, 260, 260, 16, seed=1)
+  w = jnp.asarray(np.random.default_rng(2).standard_normal((2, 260, 16), np.float32))
+  kw = {}
+  if masked:
+    keep = np.ones((2, 1, 260, 260), bool)
+    keep[1, :, :, 100:] = False
+    keep[0, :, 7, :] = False  # a row that sees nothing: uniform weights, as dot_product_attention gives
+    kw = dict(mask=jnp.asarray(keep), is_causal=True)
   loss = lambda f: lambda q, k, v: jnp.sum(w * f(q, k, v))  # noqa: E731
-  got = jax.grad(loss(lambda q, k, v: attention.attend(q, k, v, 2, implementation='blocked')), (0, 1, 2))(q, k, v)
-  want = jax.grad(loss(lambda q, k, v: _plain(q, k, v, 2)), (0, 1, 2))(q, k, v)
+  got = jax.grad(loss(lambda q, k, v: attention.attend(q, k, v, 2, implementation='blocked', **kw)), (0, 1, 2))(
+      q, k, v)
+  want = jax.grad(loss(lambda q, k, v: _plain(q, k, v, 2, **kw)), (0, 1, 2))(q, k, v)
   for g, r in zip(got, want):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-5)
 

@@ -9,6 +9,8 @@ faster than the one-shot form. `blocked()` is the one place that decides.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -59,10 +61,12 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, *, is_causal: b
 
 
 def _blocked_attention(q, k, v, heads, *, is_causal, mask):
-  """softmax(q k^T / sqrt(D)) v, softmax in float32, under `lax.map` over blocks of queries, heads-major, the
-  scale folded into q and the normalisation deferred past the value product (one pass less over the scores).
+  """softmax(q k^T / sqrt(D)) v with the softmax in float32, block by block of queries under `lax.map`, heads-major,
+  the scale folded into q and the normalisation deferred past the value product (one pass less over the scores).
   Queries are padded up to whole blocks of near-equal size; masked scores are set as `dot_product_attention`
-  does (a large negative number), so a fully masked row averages all values there too."""
+  does (a large negative number), so a fully masked row averages all values there too. The backward pass is
+  FlashAttention's (`_flash`): it keeps only the output and each row's max and log-sum, recomputes a block's
+  probabilities and accumulates dK, dV over blocks, instead of differentiating through the forward's max/exp."""
   b, t, c = q.shape
   s = k.shape[1]
   d = split_heads(q, heads).shape[-1]
@@ -72,27 +76,73 @@ def _blocked_attention(q, k, v, heads, *, is_causal, mask):
   pad = n * blk - t
   qh = jnp.pad(q * jnp.asarray(d ** -0.5, q.dtype), ((0, 0), (0, pad), (0, 0)))
   qh = qh.reshape(b, n, blk, heads, d).transpose(1, 0, 3, 2, 4)  # (n, B, H, blk, D)
-  kh = k.reshape(b, s, heads, d).transpose(0, 2, 3, 1)  # (B, H, D, S)
-  vh = v.reshape(b, s, heads, d).transpose(0, 2, 1, 3)  # (B, H, S, D)
+  kh, vh = (x.reshape(b, s, heads, d).transpose(0, 2, 1, 3) for x in (k, v))  # (B, H, S, D)
   masks = None
   if mask is not None:
     m = jnp.broadcast_to(mask, jnp.broadcast_shapes(mask.shape, (1, 1, t, s)))
     m = jnp.pad(m, ((0, 0), (0, 0), (0, pad), (0, 0)), constant_values=True)
     masks = m.reshape(m.shape[0], m.shape[1], n, blk, s).transpose(2, 0, 1, 3, 4)  # (n, B|1, H|1, blk, S)
-  large_negative = jnp.asarray(-0.7 * jnp.finfo(jnp.float32).max, jnp.float32)
+  out = _flash(qh, kh, vh, masks, is_causal)  # (n, B, H, blk, D)
+  return out.transpose(1, 0, 3, 2, 4).reshape(b, n * blk, c)[:, :t]
 
+
+_LARGE_NEGATIVE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def _scores(i, qb, k, mb, is_causal):
+  """Block i's float32 scores (B, H, blk, S), masked, and the mask (None: all allowed)."""
+  scores = jnp.einsum('bhqd,bhkd->bhqk', qb, k, preferred_element_type=jnp.float32)
+  allowed = mb
+  if is_causal:
+    blk, s = qb.shape[-2], k.shape[-2]
+    causal = (i * blk + jnp.arange(blk))[:, None] >= jnp.arange(s)[None, :]
+    allowed = causal if allowed is None else allowed & causal
+  return (scores, None) if allowed is None else (jnp.where(allowed, scores, _LARGE_NEGATIVE), allowed)
+
+
+def _flash_forward(q, k, v, masks, is_causal):
   def block(args):
     i, qb, mb = args
-    scores = jnp.matmul(qb, kh, preferred_element_type=jnp.float32)  # (B, H, blk, S)
-    allowed = mb
-    if is_causal:
-      causal = (i * blk + jnp.arange(blk))[:, None] >= jnp.arange(s)[None, :]
-      allowed = causal if allowed is None else allowed & causal
-    if allowed is not None:
-      scores = jnp.where(allowed, scores, large_negative)
-    p = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-    out = jnp.matmul(p.astype(v.dtype), vh, preferred_element_type=jnp.float32)
-    return (out / jnp.sum(p, axis=-1, keepdims=True)).astype(q.dtype)
+    scores, _ = _scores(i, qb, k, mb, is_causal)
+    top = jnp.max(scores, axis=-1, keepdims=True)
+    p = jnp.exp(scores - top)
+    total = jnp.sum(p, axis=-1, keepdims=True)
+    out = jnp.einsum('bhqk,bhkd->bhqd', p.astype(v.dtype), v, preferred_element_type=jnp.float32) / total
+    return out.astype(q.dtype), (top[..., 0], jnp.log(total)[..., 0])
 
-  out = jax.lax.map(block, (jnp.arange(n), qh, masks))  # (n, B, H, blk, D)
-  return out.transpose(1, 0, 3, 2, 4).reshape(b, n * blk, c)[:, :t]
+  out, stats = jax.lax.map(block, (jnp.arange(q.shape[0]), q, masks))
+  return out, (q, k, v, masks, out, stats)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _flash(q, k, v, masks, is_causal):
+  return _flash_forward(q, k, v, masks, is_causal)[0]
+
+
+def _flash_backward(is_causal, res, dout):
+  q, k, v, masks, out, (top, log_total) = res
+  delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # rowsum(dO * O): (n, B, H, blk)
+  f32 = dict(preferred_element_type=jnp.float32)
+
+  # dK and dV accumulate transposed, (B, H, D, S): XLA:CPU contracts a (blk, S) block over its rows 10-20x faster
+  # as (D, blk) x (blk, S) than as (S, blk) x (blk, D).
+  def block(carry, args):
+    dk_t, dv_t = carry
+    i, qb, mb, dob, top_b, log_total_b, delta_b = args
+    scores, allowed = _scores(i, qb, k, mb, is_causal)
+    p = jnp.exp(scores - top_b[..., None] - log_total_b[..., None])  # in this order: top may be -3e38
+    dv_t = dv_t + jnp.einsum('bhqd,bhqk->bhdk', dob, p.astype(dob.dtype), **f32)
+    ds = p * (jnp.einsum('bhqd,bhkd->bhqk', dob, v, **f32) - delta_b[..., None])
+    if allowed is not None:  # masked scores are constants (p > 0 there only in a fully masked row)
+      ds = jnp.where(allowed, ds, 0.0)
+    dq = jnp.einsum('bhqk,bhkd->bhqd', ds.astype(k.dtype), k, **f32)
+    dk_t = dk_t + jnp.einsum('bhqd,bhqk->bhdk', qb, ds.astype(qb.dtype), **f32)
+    return (dk_t, dv_t), dq.astype(q.dtype)
+
+  b, h, s, d = k.shape
+  zeros = (jnp.zeros((b, h, d, s), jnp.float32),) * 2
+  (dk_t, dv_t), dq = jax.lax.scan(block, zeros, (jnp.arange(q.shape[0]), q, masks, dout, top, log_total, delta))
+  return dq, jnp.swapaxes(dk_t, -1, -2).astype(k.dtype), jnp.swapaxes(dv_t, -1, -2).astype(v.dtype), None
+
+
+_flash.defvjp(_flash_forward, _flash_backward)
