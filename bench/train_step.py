@@ -21,6 +21,7 @@ temporary buffers (XLA's own count).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import statistics
 import sys
@@ -45,7 +46,9 @@ def _status_kib(field: str) -> int:
 
 def peak_added_rss(fn) -> int:
   """The most resident memory `fn()` adds over what was resident before it: the kernel's peak-RSS mark (VmHWM),
-  reset to the current RSS first (`/proc/self/clear_refs` 5)."""
+  reset to the current RSS first (`/proc/self/clear_refs` 5), after glibc has returned its free heap memory to the
+  system (`malloc_trim`), so a step cannot hide its allocations in memory an earlier step freed."""
+  ctypes.CDLL('libc.so.6').malloc_trim(0)
   with open('/proc/self/clear_refs', 'w') as f:
     f.write('5')
   base = _status_kib('VmRSS')
