@@ -12,6 +12,8 @@ DAVIS-style folder through the same two jobs. A second run reuses every finished
 
 import ml_collections
 
+from data_prep.sources import procedural
+
 
 def _full() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -25,6 +27,16 @@ def _full() -> ml_collections.ConfigDict:
   c.data.size = 32                 # frames are size x size
   c.data.clip_len = 24             # stored clip length = the held-out clips' length (> the motion window)
   c.data.clips_per_track = 4
+  # the procedural source's difficulty knobs (data_prep/sources/procedural.py); these are its defaults, the full task
+  c.data.procedural = ml_collections.ConfigDict()
+  c.data.procedural.shapes = procedural.SHAPES
+  c.data.procedural.colours = tuple(procedural.COLOURS)
+  c.data.procedural.patterns = procedural.PATTERNS
+  c.data.procedural.sizes = tuple(procedural.SIZES)
+  c.data.procedural.spin = True              # False: no turning over time (the start angle stays random)
+  c.data.procedural.pulse = True             # False: constant radius
+  c.data.procedural.background = 'texture'   # 'plain': one flat colour per video, never near white
+  c.data.procedural.second_sprite_prob = 0.4
 
   c.model = ml_collections.ConfigDict()   # the trainer's `model` block (tgvac_jax/train/config.py)
   c.model.unet_channels = (32, 64)

@@ -7,10 +7,32 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_procedural_knobs_default_to_the_full_task():
+  from configs import demo as demo_config
+  from data_prep.sources.procedural import ProceduralSource
+  knobs = demo_config.get_config().data.procedural.to_dict()
+  assert ProceduralSource(**knobs).describe() == ProceduralSource().describe()  # existing demo datasets stay valid
+
+
+def test_build_procedural_passes_the_knobs(tmp_path, monkeypatch):
+  from configs import demo as demo_config
+  from tgvac_jax import demo
+  built = []
+  monkeypatch.setattr(demo, 'build', lambda source, *a, **k: built.append(source) or types.SimpleNamespace(
+      dataset_dir='ds', num_examples={}))
+  c = demo_config.get_config('quick')
+  c.data.procedural.update(shapes=('ring', 'heart'), spin=False, background='plain', second_sprite_prob=0.0)
+  assert demo.build_procedural(c, tmp_path, seed=1, num_videos=4, size=16, clip_len=4, clips_per_track=1) == 'ds'
+  d = built[0].describe()
+  assert (d['shapes'], d['spin'], d['background'], d['second_sprite_prob']) == (['heart', 'ring'], False, 'plain', 0)
+  assert 'pulse' not in d and 'colours' not in d
 
 
 def _run(*args):

@@ -9,6 +9,11 @@ stripes or gradients in random palettes, panned over time. Captions read like "a
 Completion is learnable (shapes are few and regular, patterns are periodic, motion is smooth) but not trivial
 (rotation, holes, non-convex shapes, pattern phase and colour must be continued under the occluder).
 Rendering is pure numpy and deterministic for (seed, video index).
+
+Difficulty knobs (constructor keywords; the defaults are the full task) narrow the task without making the hidden
+part less inferable: attribute subsets (`shapes`, `colours`, `patterns`, `sizes`), no spinning / pulsing, and a
+plain background. `spin`, `pulse` and `background` change only what they name (the random draws are the same,
+so a video keeps its other attributes, motion and timing); a subset re-draws the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ COLOURS = {
 PATTERNS = ('plain', 'striped', 'checkered', 'dotted', 'gradient', 'ringed')
 SIZES = {'small': (0.10, 0.13), 'medium': (0.14, 0.18), 'large': (0.19, 0.25)}  # radius / frame side
 MOTIONS = ('bounce', 'orbit', 'zigzag', 'ease', 'eight')
+BACKGROUNDS = ('texture', 'plain')
+TWO_SPRITE_SIZES = ('small', 'medium')  # two sprites share the frame, one per half
 
 
 def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -118,6 +125,28 @@ def background_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
   return np.clip(tex, 0, 255)
 
 
+def plain_background(rng: np.random.Generator, h: int, w: int, sprite_colours: list[tuple]) -> np.ndarray:
+  """(h, w, 3) one flat colour, unlike the sprites and never near white: the amodal target is the object on white,
+  and channels <= 180 keep the background 0.29 from white by the completion's object rule (max over RGB).
+
+  Of 16 candidates the first at least 80 (RGB distance) from every sprite colour, else the farthest one."""
+  cand = rng.uniform(30, 180, (16, 3))
+  dist = np.linalg.norm(cand[:, None] - np.asarray(sprite_colours, np.float64)[None], axis=-1).min(1)
+  far = dist >= 80
+  colour = cand[np.argmax(far) if far.any() else np.argmax(dist)]
+  return np.broadcast_to(colour, (h, w, 3))
+
+
+def _subset(knob: str, value, allowed) -> tuple[str, ...]:
+  """`value` (names, or one name) in `allowed`'s order; a ValueError naming the bad value and the allowed ones."""
+  names = (value,) if isinstance(value, str) else tuple(value)
+  bad = [x for x in names if x not in allowed]
+  if bad or not names:
+    raise ValueError(f'{knob}={value!r}: {"unknown " + repr(bad[0]) if bad else "empty"}; '
+                     f'allowed: a non-empty subset of {tuple(allowed)}')
+  return tuple(x for x in allowed if x in names)
+
+
 def trajectory(rng: np.random.Generator, n: int, radius: float, motion: str) -> np.ndarray:
   """(n, 2) centres (y, x) in [0,1] frame units, keeping the sprite inside the frame most of the time."""
   lo, hi = 1.3 * radius + 0.02, 1 - 1.3 * radius - 0.02  # shapes reach ~1.25 radii when turned and stretched
@@ -166,18 +195,41 @@ class ProceduralSource(Source):
   name = 'procedural'
 
   def __init__(self, root: str | None = None, *, num_videos: int = 64, size: tuple[int, int] | int = 256,
-               min_frames: int = 24, max_frames: int = 48, second_sprite_prob: float = 0.4, seed: int = 0):
+               min_frames: int = 24, max_frames: int = 48, second_sprite_prob: float = 0.4, seed: int = 0,
+               shapes=SHAPES, colours=tuple(COLOURS), patterns=PATTERNS, sizes=tuple(SIZES), spin: bool = True,
+               pulse: bool = True, background: str = 'texture'):
     del root  # nothing on disk
     self.num_videos = int(num_videos)
     self.size = (size, size) if isinstance(size, int) else tuple(size)
     self.min_frames, self.max_frames = int(min_frames), int(max_frames)
     self.second_sprite_prob = float(second_sprite_prob)
     self.seed = int(seed)
+    self.shapes = _subset('shapes', shapes, SHAPES)
+    self.colours = _subset('colours', colours, tuple(COLOURS))
+    self.patterns = _subset('patterns', patterns, PATTERNS)
+    self.sizes = _subset('sizes', sizes, tuple(SIZES))
+    self._two_sprite_sizes = [x for x in self.sizes if x in TWO_SPRITE_SIZES]
+    if self.second_sprite_prob > 0 and not self._two_sprite_sizes:
+      raise ValueError(f'sizes={self.sizes!r} with second_sprite_prob={self.second_sprite_prob}: two-sprite videos '
+                       f'need one of {TWO_SPRITE_SIZES} (or second_sprite_prob=0)')
+    self.spin, self.pulse = bool(spin), bool(pulse)
+    if background not in BACKGROUNDS:
+      raise ValueError(f'background={background!r}: unknown; allowed: one of {BACKGROUNDS}')
+    self.background = background
 
   def describe(self) -> dict:
-    return {'source': self.name, 'generator': 2, 'num_videos': self.num_videos, 'size': list(self.size),
-            'min_frames': self.min_frames, 'max_frames': self.max_frames,
-            'second_sprite_prob': self.second_sprite_prob, 'seed': self.seed}
+    """The build fingerprint's source part; knobs only when not the default, so the full task's builds keep theirs."""
+    d = {'source': self.name, 'generator': 2, 'num_videos': self.num_videos, 'size': list(self.size),
+         'min_frames': self.min_frames, 'max_frames': self.max_frames,
+         'second_sprite_prob': self.second_sprite_prob, 'seed': self.seed}
+    for knob, full in (('shapes', SHAPES), ('colours', tuple(COLOURS)), ('patterns', PATTERNS),
+                       ('sizes', tuple(SIZES))):
+      if getattr(self, knob) != full:
+        d[knob] = list(getattr(self, knob))
+    for knob, default in (('spin', True), ('pulse', True), ('background', 'texture')):
+      if getattr(self, knob) != default:
+        d[knob] = getattr(self, knob)
+    return d
 
   def videos(self) -> list[str]:
     return [f'proc{i:05d}' for i in range(self.num_videos)]
@@ -193,12 +245,15 @@ class ProceduralSource(Source):
     for k in range(count):
       # two sprites live in the two halves of the frame (split along `axis`), so they never touch: a contact
       # would be an occlusion, and the clip selection would rightly reject those frames
-      size = str(rng.choice(list(SIZES) if count == 1 else ['small', 'medium']))
+      # the full subsets make the same calls as before (today's videos); spin and pulse are drawn even when off,
+      # so turning them off changes nothing else in the video
+      size = str(rng.choice(list(self.sizes) if count == 1 else self._two_sprite_sizes))
       sprites.append(dict(half=None if count == 1 else (axis, k),
-          shape=str(rng.choice(SHAPES)), colour=str(rng.choice(list(COLOURS))), pattern=str(rng.choice(PATTERNS)),
-          size=size, radius=float(rng.uniform(*SIZES[size])), motion=str(rng.choice(MOTIONS)),
-          spin=float(rng.choice([0.0, rng.uniform(-0.08, 0.08)])), angle0=float(rng.uniform(0, 2 * np.pi)),
-          pulse=float(rng.uniform(0, 0.08)), pulse_w=float(rng.uniform(0.1, 0.3)),
+          shape=str(rng.choice(self.shapes)), colour=str(rng.choice(list(self.colours))),
+          pattern=str(rng.choice(self.patterns)), size=size, radius=float(rng.uniform(*SIZES[size])),
+          motion=str(rng.choice(MOTIONS)), spin=float(rng.choice([0.0, rng.uniform(-0.08, 0.08)])) * self.spin,
+          angle0=float(rng.uniform(0, 2 * np.pi)),
+          pulse=float(rng.uniform(0, 0.08)) * self.pulse, pulse_w=float(rng.uniform(0.1, 0.3)),
           freq=float(rng.uniform(3, 6)), phase=float(rng.uniform(0, 2 * np.pi)),
           aspect=float(rng.uniform(0.8, 1.2)), traj_seed=int(rng.integers(2**31))))
     return dict(n=n, sprites=sprites, bg_seed=int(rng.integers(2**31)),
@@ -217,7 +272,10 @@ class ProceduralSource(Source):
     side = min(h, w)
     rng = np.random.default_rng(spec['bg_seed'])
     pad = int(np.ceil(np.abs(spec['pan']).max() * n)) + 1
-    tex = background_texture(rng, h + 2 * pad, w + 2 * pad)
+    if self.background == 'texture':
+      tex = background_texture(rng, h + 2 * pad, w + 2 * pad)
+    else:
+      tex = plain_background(rng, h + 2 * pad, w + 2 * pad, [COLOURS[sp['colour']] for sp in spec['sprites']])
     frames = np.empty((n, h, w, 3), np.uint8)
     labels = np.zeros((n, h, w), np.uint8)
     trajs = []

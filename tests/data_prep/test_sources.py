@@ -154,6 +154,73 @@ def test_procedural_is_deterministic_and_varied():
                                                  seed=4).render('proc00007')[0][:len(fa)])
 
 
+def _specs(src, n):
+  """Spec dicts with the pan as a list, so whole specs compare with ==."""
+  return [dict(sp, pan=list(sp['pan'])) for sp in map(src._spec, src.videos()[:n])]
+
+
+def test_procedural_default_knobs_are_the_full_task():
+  kw = dict(num_videos=30, size=24, min_frames=6, max_frames=8, second_sprite_prob=0.5, seed=5)
+  a = ProceduralSource(**kw)
+  b = ProceduralSource(**kw, shapes=SHAPES, colours=tuple(COLOURS), patterns=PATTERNS, sizes=tuple(SIZES),
+                       spin=True, pulse=True, background='texture')
+  assert a.describe() == b.describe() and set(a.describe()).isdisjoint(['shapes', 'spin', 'background'])
+  assert _specs(a, 30) == _specs(b, 30)
+  two = next(v for v in a.videos() if len(a._spec(v)['sprites']) == 2)
+  for v in ('proc00000', two):
+    for x, y in zip(a.render(v), b.render(v)):
+      np.testing.assert_array_equal(x, y)
+
+
+def test_procedural_subsets_are_respected():
+  want = dict(shapes=('star', 'circle'), colours=('red',), patterns=('plain', 'striped'), sizes=('small', 'large'))
+  src = ProceduralSource(num_videos=80, size=24, min_frames=6, max_frames=8, second_sprite_prob=0.5, **want)
+  sprites = [sp for spec in _specs(src, 80) for sp in spec['sprites']]
+  for knob, key in (('shapes', 'shape'), ('colours', 'colour'), ('patterns', 'pattern'), ('sizes', 'size')):
+    assert {sp[key] for sp in sprites} == set(want[knob]), knob
+  assert all(sp['size'] == 'small' for sp in sprites if sp['half'] is not None)  # two sprites: no large ones
+  assert src.describe()['shapes'] == ['circle', 'star']  # canonical order: the fingerprint ignores the caller's
+  assert all(ProceduralSource.caption_of(sp).startswith(f"a {sp['size']} red ") for sp in sprites)
+
+
+def test_procedural_spin_and_pulse_off_change_nothing_else():
+  kw = dict(num_videos=40, size=24, min_frames=6, max_frames=8)
+  full = _specs(ProceduralSource(**kw), 40)
+  still = _specs(ProceduralSource(**kw, spin=False, pulse=False), 40)
+  assert any(sp['spin'] != 0 for spec in full for sp in spec['sprites'])
+  for a, b in zip(full, still):
+    assert all(sp['spin'] == 0 and sp['pulse'] == 0 for sp in b['sprites'])  # constant angle and radius
+    strip = lambda spec: [dict(sp, spin=0, pulse=0) for sp in spec['sprites']]
+    assert strip(a) == strip(b) and dict(a, sprites=0) == dict(b, sprites=0)
+
+
+def test_procedural_plain_background():
+  src = ProceduralSource(num_videos=8, size=32, min_frames=6, max_frames=8, background='plain')
+  colours = set()
+  for v in src.videos():
+    frames, labels = src.render(v)
+    bg = frames[labels == 0]
+    assert (labels > 0).any() and (bg == bg[0]).all(), v  # one flat colour in every frame, panned or not
+    assert bg[0].max() <= 180, bg[0]  # never near white: the target is the object on white
+    colours.add(tuple(bg[0]))
+  assert len(colours) == len(src.videos())
+  assert src.describe()['background'] == 'plain'
+
+
+@pytest.mark.parametrize('kw, match', [
+    (dict(shapes=('circle', 'oval')), r"shapes=.*unknown 'oval'; allowed: .*'circle', 'square'"),
+    (dict(colours=()), r'colours=\(\): empty'),
+    (dict(patterns='zebra'), r"unknown 'zebra'.*'plain', 'striped'"),
+    (dict(background='noise'), r"background='noise'.*'texture', 'plain'"),
+    (dict(sizes=('large',)), r"two-sprite videos need one of \('small', 'medium'\)"),
+])
+def test_procedural_bad_knobs(kw, match):
+  with pytest.raises(ValueError, match=match):
+    ProceduralSource(**kw)
+  if 'sizes' in kw:
+    ProceduralSource(**kw, second_sprite_prob=0.0)  # one sprite per video: any size fits
+
+
 def test_unknown_source():
   with pytest.raises(SourceError, match='unknown source'):
     get_source('kinetics', '/x')
