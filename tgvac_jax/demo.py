@@ -15,7 +15,6 @@ sequences) and says so; `rebuild=True` starts over.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -24,7 +23,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -39,7 +37,6 @@ from data_prep.occlusion import SynthConfig
 from data_prep.sources.procedural import ProceduralSource
 from data_prep.staging import BuildConfig
 from tgvac_jax import text
-from tgvac_jax.data import pipeline, schema
 from tgvac_jax.eval import amodal_root, baselines
 from tgvac_jax.eval import job as eval_job
 from tgvac_jax.infer import io as infer_io
@@ -155,19 +152,10 @@ def train_stage(c, name: str, config, upstream: str, clock: Clock) -> tuple[Path
   return model, fp, True
 
 
-def latent_scale(vae, dataset: str, clips: int = 32) -> float:
-  """1 / std of the autoencoder's latents of training targets: diffusion latents of unit scale (SD's 0.18215
-  was measured the same way for its VAE; ours from scratch needs its own, else the signal drowns in the noise)."""
-  source = pipeline.data_source(dataset, 'train')
-  step = max(1, len(source) // clips)
-  frames = np.concatenate([schema.decode_record(source[i])['amodal'][::4] for i in range(0, len(source), step)])
-  z = jax.jit(lambda x: vae.encode(x).mean)(jnp.asarray(frames, jnp.float32) / 127.5 - 1)
-  return float(1.0 / jnp.std(z))
-
-
-def frame_init(c, vae_model: Path, dataset: str, out: Path) -> str:
-  """The frame stage's starting checkpoint: the trained autoencoder with a fresh 12-channel UNet and text
-  encoder (the from-scratch stand-ins for SD-1.5's) and the character tokenizer."""
+def frame_init(c, vae_model: Path, out: Path) -> str:
+  """The frame stage's starting checkpoint: the trained autoencoder (with the latent scaling_factor its stage
+  measured) with a fresh 12-channel UNet and text encoder (the from-scratch stand-ins for SD-1.5's) and the
+  character tokenizer."""
   if out.is_dir():
     return str(out)
   tok = out.parent / 'tokenizer'
@@ -175,7 +163,6 @@ def frame_init(c, vae_model: Path, dataset: str, out: Path) -> str:
     checkpoint.atomic_folder(tok, text.write_char_tokenizer)
   unet_cfg, _, text_cfg = stages.scratch_configs(c.model, c.data.size, len(text.load_tokenizer(tok)), motion=False)
   vae, _ = checkpoint.load_component(vae_model / 'vae')
-  vae.config = dataclasses.replace(vae.config, scaling_factor=latent_scale(vae, dataset))
   models = {'unet': jit_init(lambda: UNet2DConditionModel(unet_cfg, rngs=nnx.Rngs(c.seed))), 'vae': vae,
             'text_encoder': jit_init(lambda: CLIPTextModel(text_cfg, rngs=nnx.Rngs(c.seed + 2)))}
   checkpoint.save_pipeline(out, models, {'tokenizer': tok})
@@ -298,7 +285,7 @@ def run(c) -> None:
 
   vae_cfg = _trainer_config(c, vae_config.get_config('tiny'), 'vae', workdir / 'vae', dataset)
   vae_model, fp, _ = train_stage(c, 'vae', vae_cfg, _fingerprint(dataset), clock)
-  init = frame_init(c, vae_model, dataset, workdir / 'frame_init' / f'{fp}-scaled')
+  init = frame_init(c, vae_model, workdir / 'frame_init' / f'{fp}-scaled')
   frame_cfg = _trainer_config(c, frame_config.get_config('tiny'), 'frame', workdir / 'frame', dataset, init)
   frame_model, fp, _ = train_stage(c, 'frame', frame_cfg, fp, clock)
   motion_cfg = _trainer_config(c, motion_config.get_config('tiny'), 'motion', workdir / 'motion', dataset,

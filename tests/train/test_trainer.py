@@ -1,9 +1,12 @@
 """What a finished training run leaves behind (the reference run of `runs.py`, 16 steps on 8 devices):
 metrics.jsonl with a row per step, TensorBoard scalars and GIFs, validation GIFs built from the validation clips,
 and a pipeline folder that loads with `load_pipeline` and holds exactly the EMA weights of the last checkpoint.
-The motion stage's AnimateDiff start (`init.motion_adapter`) is checked through `setup`."""
+The motion stage's AnimateDiff start (`init.motion_adapter`) is checked through `setup`, the vae stage's measured
+latent scale through a one-step `trainer.run` in this process."""
 
 import io
+import json
+import time
 
 import imageio.v3 as iio
 import jax
@@ -14,9 +17,10 @@ import pytest
 from flax import nnx
 
 from configs import motion
+from configs import vae as vae_config
 from tests.train import runs
 from tests.train.test_metrics import read_events, scalars
-from tgvac_jax.models.checkpoint import load_pipeline
+from tgvac_jax.models.checkpoint import load_component, load_pipeline
 from tgvac_jax.models.clip import CLIPTextModel
 from tgvac_jax.models.params import flat_params
 from tgvac_jax.models.unet import UNet2DConditionModel
@@ -144,3 +148,30 @@ def test_motion_stage_starts_from_an_animatediff_adapter(tmp_path):
   c.init.motion_adapter = str(tmp_path / 'missing.safetensors')
   with pytest.raises(FileNotFoundError, match='init.motion_adapter .*missing.safetensors: no such file'):
     trainer.motion_loader(c)
+
+
+def test_vae_stage_exports_its_latent_scale(tmp_path):
+  """The vae stage's exported VAE carries its own scaling_factor (what SD's 0.18215 is for SD's VAE): 1 / std of
+  the exported weights' posterior means of the fixed training-frame sample, recomputed here without the trainer's
+  sharded jit."""
+  from tgvac_jax.train import inputs, trainer
+  c = vae_config.get_config('tiny')
+  c.model.vae_channels = (16, 32)
+  c.data.size, c.data.procedural = 16, 6
+  c.workdir = str(tmp_path / 'vae')
+  c.num_steps = c.checkpoint.every = 1
+  c.checkpoint.async_save = False
+  c.log.val_every = 0
+  t = time.time()
+  trainer.run(c)
+  print(f'vae stage: 1 step and the export in {time.time() - t:.1f}s')
+  folder = tmp_path / 'vae' / MODEL_DIR / 'vae'
+  got = json.loads((folder / 'config.json').read_text())['scaling_factor']
+  vae, _ = load_component(folder)
+  frames = inputs.scale_frames(c, trainer.SCALE_FRAMES)  # 8 devices: 32 frames, 4 per shard
+  assert frames.shape == (32, 16, 16, 3) and len({f.tobytes() for f in frames}) > 8
+  np.testing.assert_array_equal(frames, inputs.scale_frames(c, trainer.SCALE_FRAMES))  # the same sample every time
+  z = np.asarray(vae.encode(frames.astype(np.float32) / 127.5 - 1).mean, np.float64)
+  print(f'vae stage: exported scaling_factor {got:.7g}, recomputed {1 / z.std():.7g} (relative difference '
+        f'{abs(got * z.std() - 1):.1e})')
+  assert got == pytest.approx(1 / z.std(), rel=1e-4)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 
 import grain
+import numpy as np
 
 from tgvac_jax import text
 from tgvac_jax.data import pix2gestalt
-from tgvac_jax.data.pipeline import LoaderConfig, clip_dataset, data_source, frame_dataset
+from tgvac_jax.data.pipeline import FrameTransform, LoaderConfig, clip_dataset, data_source, frame_dataset
 from tgvac_jax.train import stages
 from tgvac_jax.train.latents import PIXEL_KEYS
 from tgvac_jax.train.state import micro_batch_size
@@ -54,6 +55,13 @@ def _source(path: str):
   return src
 
 
+def _training_source(config, stage):
+  """Every training record of the stage (data.dataset and pix2gestalt folders, concatenated)."""
+  sources = [_source(p) for p in _paths(config, stage)]
+  return sources[0] if len(sources) == 1 else grain.MapDataset.concatenate(
+      [grain.MapDataset.source(s) for s in sources])
+
+
 def make_dataset(config, process_index: int, process_count: int) -> grain.IterDataset:
   """This process's batches (batch_size // grad_accum // process_count examples each); see the module docstring.
   Several frame sources (data.dataset and pix2gestalt folders) are concatenated before shuffling, so each is
@@ -68,9 +76,7 @@ def make_dataset(config, process_index: int, process_count: int) -> grain.IterDa
                           process_index=process_index, process_count=process_count,
                           worker_count=config.data.worker_count, stage=stage.name, clip_len=config.data.clip_len,
                           config=config)
-  sources = [_source(p) for p in _paths(config, stage)]
-  source = sources[0] if len(sources) == 1 else grain.MapDataset.concatenate(
-      [grain.MapDataset.source(s) for s in sources])
+  source = _training_source(config, stage)
   tokenizer = None
   if stage.name != 'vae':
     tokenizer = text.Tokenize(stages.ensure_tokenizer(config)[0])
@@ -81,3 +87,12 @@ def make_dataset(config, process_index: int, process_count: int) -> grain.IterDa
   ds = make(source, loader, tokenizer=tokenizer, process_index=process_index, process_count=process_count)
   keys = PIXEL_KEYS if tokenizer is not None else tuple(k for k in PIXEL_KEYS if k != 'input_ids')
   return ds.map(lambda b: {k: b[k] for k in keys})
+
+
+def scale_frames(config, count: int) -> np.ndarray:
+  """`count` amodal training frames, uint8 (count, size, size, 3), spread evenly over the training records and the
+  same at every call: the fixed sample the vae stage measures its latent scaling_factor on."""
+  source = _training_source(config, stages.get_stage(config))
+  transform = FrameTransform(LoaderConfig.eval(size=config.data.size, output='uint8'))
+  return np.stack([transform.random_map(source[i * len(source) // count], np.random.default_rng(i))['amodal']
+                   for i in range(count)])

@@ -58,6 +58,7 @@ class Trainee:
   flops_per_step: float | None = None
   _jit: Any = None
   _compiled: dict = dataclasses.field(default_factory=dict)
+  _measure: Any = None
 
   def abstract_state(self) -> Any:
     """ShapeDtypeStructs with this mesh's shardings: the Orbax restore target."""
@@ -78,6 +79,20 @@ class Trainee:
       self._compiled[key] = compiled
       barrier(f'train_step compiled {len(self._compiled)}')
     return self._compiled[key](state, self.frozen, batch)
+
+  def latent_scale(self, state: TrainState, frames: np.ndarray) -> float:
+    """The vae stage's scaling_factor: 1 / std of the EMA VAE's posterior means of `frames` (uint8 (N, H, W, 3), N
+    divisible by the data-parallel size), so diffusion latents have unit scale (as SD's 0.18215 was measured).
+    One jit, compiled once; the frames split over the batch axes, the weights as in training."""
+    if self._measure is None:
+      graphdef = self.graphdefs['vae']
+
+      def measure(ema, frozen, x):
+        z = nnx.merge(graphdef, ema, frozen).encode(x.astype(jnp.float32) * (2 / 255) - 1).mean
+        return 1 / jnp.std(z.astype(jnp.float32))
+      self._measure = jax.jit(measure, out_shardings=replicated(self.mesh))
+    x = jax.make_array_from_callback(frames.shape, batch_sharding(self.mesh), lambda idx: frames[idx])
+    return float(self._measure(state.ema, self.frozen['vae'], x).addressable_data(0))
 
   def export_modules(self, state: TrainState, ema: bool = True) -> dict[str, nnx.Module]:
     """Full modules with the EMA (or current) trainable weights, as numpy on every process (a collective on

@@ -2,8 +2,9 @@
 
 setup (every check, before any compile) -> restore the newest training checkpoint of the workdir, or start fresh
 -> for each step: this process's batch -> global batch -> jitted step -> metrics (bar, metrics.jsonl, TensorBoard)
--> every `checkpoint.every` steps an async Orbax save plus the EMA pipeline export (`workdir/model/`) -> every
-`log.val_every` steps validation GIFs. SIGTERM (or a multi-host preemption notice) saves and returns cleanly.
+-> every `checkpoint.every` steps an async Orbax save plus the EMA pipeline export (`workdir/model/`; the vae stage
+writes the latent scaling_factor it measures there into the VAE's config) -> every `log.val_every` steps validation
+GIFs. SIGTERM (or a multi-host preemption notice) saves and returns cleanly.
 
 Steps count `train_step` calls: with `optim.grad_accum = k`, one optimizer step is k of them, and `num_steps`,
 `checkpoint.every` and `log.*` (optimizer steps in the config) are multiplied by k here.
@@ -14,6 +15,7 @@ reads AnimateDiff motion weights (convert/animatediff.py) for `setup`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging as std_logging
 import os
 from pathlib import Path
@@ -22,11 +24,11 @@ import jax
 from absl import logging
 
 from tgvac_jax.train import checkpoints as ckpts
-from tgvac_jax.train.inputs import make_dataset
+from tgvac_jax.train.inputs import make_dataset, scale_frames
 from tgvac_jax.train.metrics import MetricsLogger, peak_flops
-from tgvac_jax.train.sharding import global_batch, make_mesh
+from tgvac_jax.train.sharding import data_parallel_size, global_batch, make_mesh
 from tgvac_jax.train.stages import check_init
-from tgvac_jax.train.state import check_config, setup
+from tgvac_jax.train.state import Trainee, TrainState, check_config, setup
 from tgvac_jax.train.validate import Validator
 
 
@@ -77,6 +79,21 @@ def motion_loader(config):
   return lambda unet: load_motion(unet, path)
 
 
+SCALE_FRAMES = 32  # at least this many training frames measure the vae stage's latent scale at each export
+
+
+def export_modules(trainee: Trainee, state: TrainState, frames) -> dict:
+  """The EMA modules to export. With `frames` (the vae stage), the VAE's config carries its own scaling_factor,
+  measured on them with these weights: a from-scratch VAE's latents are not SD's, so 0.18215 would not fit."""
+  modules = trainee.export_modules(state)
+  if frames is not None:
+    scale = trainee.latent_scale(state, frames)
+    logging.info('latent scaling_factor %.6g: 1 / std of the EMA VAE posterior means of %d training frames', scale,
+                 len(frames))
+    modules['vae'].config = dataclasses.replace(modules['vae'].config, scaling_factor=scale)
+  return modules
+
+
 def _quiet_orbax(record) -> bool:
   """Orbax reports every save at INFO level; keep its warnings only."""
   return record.levelno >= std_logging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
@@ -97,6 +114,10 @@ def run(config) -> None:
     config.data.dataset = procedural_dataset(config, workdir)
   iterator = iter(make_dataset(config, jax.process_index(), jax.process_count()))
   trainee = setup(config, mesh, motion_init=motion_loader(config))
+  frames = None
+  if trainee.stage.name == 'vae':  # a fixed sample, the same number per data-parallel shard
+    dp = data_parallel_size(mesh)
+    frames = scale_frames(config, -(-SCALE_FRAMES // dp) * dp)
   checkpoints = ckpts.Checkpoints(workdir, config, keep=config.checkpoint.keep,
                                   async_save=config.checkpoint.async_save)
   state = trainee.state
@@ -124,7 +145,7 @@ def run(config) -> None:
       if step % save_every == 0 or step == total or stopping:
         with logger.paused():
           checkpoints.save(step, state, iterator)
-          modules = trainee.export_modules(state)
+          modules = export_modules(trainee, state, frames)
           ckpts.export_pipeline(workdir / ckpts.MODEL_DIR, modules, trainee.tokenizer_dir)
       if validator is not None and step % val_every == 0:
         with logger.paused():
