@@ -18,7 +18,7 @@ import ml_collections
 def get_config():
   c = ml_collections.ConfigDict()
   c.job = 'infer'
-  c.checkpoint = ''          # model checkpoint folder: unet/ vae/ text_encoder/ tokenizer/
+  c.checkpoint = ''          # model checkpoint folder: unet/ vae/ text_encoder/ tokenizer/ (scheduler/: its schedule)
   c.out = 'out/infer'        # one video: its output folder; batch: the parent of one folder per sequence
 
   # one video

@@ -5,7 +5,8 @@
   python run.py --config configs/motion.py:tiny         # CPU: from-scratch tiny models on procedural clips
 
 New motion modules start as identities (zero proj_out), so the first step's output equals stage 1's; every
-spatial weight stays frozen and only `MotionParam`s are trained.
+spatial weight stays frozen and only `MotionParam`s are trained. `diffusion` must be the frame stage's (its
+exported scheduler/; checked before anything is built): a frozen UNet denoises only the noise process it learnt.
 """
 
 from configs import frame

@@ -6,9 +6,12 @@ SRC is a diffusers Stable Diffusion folder (`unet/ vae/ text_encoder/ tokenizer/
 folder (detected by its config.json: diffusers `_class_name` or transformers `architectures`). Weights are read
 from `*.safetensors` (standard name, else a sharded index, else the only one), else `*.bin` through
 `torch.load(weights_only=True)`. OUT gets one folder per converted component in our format
-(`tgvac_jax.models.checkpoint`); `tokenizer/` and `scheduler/` are copied as is when present (a missing one is
-reported and skipped: our pipeline needs the tokenizer only for text prompts). Other sub-folders of unsupported
-classes (safety_checker, feature_extractor) are skipped with a note.
+(`tgvac_jax.models.checkpoint`); `tokenizer/` is copied as is and `scheduler/scheduler_config.json` becomes ours
+(a DDIMScheduler config, `tgvac_jax.diffusion.scheduler_config`: the betas, prediction_type and the settings DDIM
+shares are kept, what DDIM does not use is reported as dropped; a scheduler whose betas we cannot reproduce is an
+error). A missing tokenizer/ or scheduler/ is reported and skipped (our pipeline needs the tokenizer only for text
+prompts; no scheduler means SD-1.5's). Other sub-folders of unsupported classes (safety_checker,
+feature_extractor) are skipped with a note.
 
 `--in-channels N` grows the UNet's conv_in to N input channels (new ones zero). `--verify` runs the PyTorch model
 (`from_pretrained` on SRC) and ours on the same random inputs and prints `verify <component> max_abs=<x> rel=<y>`;
@@ -195,6 +198,20 @@ def verify_component(cls: str, folder: Path, module, *, seed: int = 0) -> tuple[
 
 
 # --- folders ------------------------------------------------------------------------------------------------------
+def read_scheduler(folder: Path, log=print):
+  """Our `Scheduler` of a diffusers scheduler/ folder (what `DDIMScheduler.from_pretrained` makes of it); the
+  fields DDIM does not use are logged as dropped."""
+  from tgvac_jax.diffusion import scheduler_config  # pylint: disable=import-outside-toplevel
+  path = folder / scheduler_config.CONFIG_NAME
+  if not path.is_file():
+    raise SourceError(f'{folder}: no {scheduler_config.CONFIG_NAME}')
+  scheduler, dropped = scheduler_config.read_file(path)
+  cls = json.loads(path.read_text()).get('_class_name')
+  log(f'scheduler: {cls} -> DDIMScheduler (prediction_type {scheduler.schedule.prediction_type}, '
+      f'beta_schedule {scheduler.schedule.beta_schedule})' + (f'; dropped {", ".join(dropped)}' if dropped else ''))
+  return scheduler
+
+
 def plan(src: Path) -> tuple[dict[str, Path], dict[str, Path], list[str]]:
   """({name: component folder to convert}, {name: folder to copy}, notes) of a pipeline folder, or
   ({'': src}, {}, []) for a single component folder."""
@@ -244,6 +261,9 @@ def convert_folder(src: str | Path, out: str | Path, *, in_channels: int | None 
     raise SourceError(f'--in-channels applies to a UNet; {src} has none')
   for note in notes:
     log(note)
+  scheduler = None
+  if 'scheduler' in copy:
+    scheduler = read_scheduler(copy.pop('scheduler'), log)
   modules, results = {}, {}
   for name, folder in convert.items():
     label = name or folder.name
@@ -260,7 +280,7 @@ def convert_folder(src: str | Path, out: str | Path, *, in_channels: int | None 
   if '' in modules:
     checkpoint.save_component(modules[''], out)
   else:
-    checkpoint.save_pipeline(out, modules, copy)
+    checkpoint.save_pipeline(out, modules, copy, scheduler=scheduler)
   log(f'wrote {out}')
   return results
 

@@ -2,9 +2,10 @@
 
     python -m convert.to_diffusers CKPT OUT
 
-CKPT is one of our pipeline checkpoints (component folders next to copied `tokenizer/ scheduler/`) or a single
+CKPT is one of our pipeline checkpoints (component folders next to `tokenizer/ scheduler/`) or a single
 component folder. Each component becomes `config.json` + `diffusion_pytorch_model.safetensors` (diffusers: UNet,
-VAE) or `model.safetensors` (transformers: CLIP); other folders are copied as is, and a pipeline gets a
+VAE) or `model.safetensors` (transformers: CLIP); a pipeline's `scheduler/` is written as the DDIMScheduler config
+our sampler follows (SD-1.5's when CKPT has none), other folders are copied as is, and a pipeline gets a
 `model_index.json` listing what is there. Nothing is written on error; OUT is replaced atomically.
 """
 
@@ -82,7 +83,16 @@ def _model_index(out: Path, entries: dict[str, list]) -> None:
   (out / 'model_index.json').write_text(json.dumps(index, indent=2, sort_keys=True) + '\n')
 
 
+def write_scheduler(folder: Path, scheduler) -> None:
+  """diffusers' scheduler/ folder: our `Scheduler` as the DDIMScheduler config `from_pretrained` loads."""
+  from tgvac_jax.diffusion import scheduler_config  # pylint: disable=import-outside-toplevel
+  config = {**scheduler_config.to_dict(scheduler.schedule, scheduler.ddim), '_diffusers_version': _version('diffusers')}
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / scheduler_config.CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
+
+
 def export_folder(ckpt: str | Path, out: str | Path, *, log=print) -> None:
+  from tgvac_jax.diffusion import scheduler_config  # pylint: disable=import-outside-toplevel
   from tgvac_jax.models import checkpoint  # pylint: disable=import-outside-toplevel
   ckpt, out = Path(ckpt), Path(out)
   if not ckpt.is_dir():
@@ -99,6 +109,7 @@ def export_folder(ckpt: str | Path, out: str | Path, *, log=print) -> None:
   for p in subdirs:  # fail before writing anything
     if p in components and not (p / checkpoint.WEIGHTS_NAME).is_file():
       raise checkpoint.CheckpointError(f'{p}: component has no {checkpoint.WEIGHTS_NAME}')
+  scheduler = scheduler_config.read(ckpt)
 
   def write(tmp: Path) -> None:
     entries = {}
@@ -107,8 +118,9 @@ def export_folder(ckpt: str | Path, out: str | Path, *, log=print) -> None:
         lib, cls = export_component(p, tmp / p.name, motion_dst=tmp / 'motion_adapter')
         entries[p.name] = [lib, cls]
         log(f'exported {p.name} ({cls})')
-      else:
+      elif p.name != scheduler_config.SCHEDULER_DIR:
         shutil.copytree(p, tmp / p.name)
+    write_scheduler(tmp / scheduler_config.SCHEDULER_DIR, scheduler)
     _model_index(tmp, entries)
 
   checkpoint.atomic_folder(out, write)

@@ -1,4 +1,5 @@
-"""`python -m convert.from_diffusers` end to end on a tiny random SD folder built with save_pretrained."""
+"""`python -m convert.from_diffusers` end to end on a tiny random SD folder built with save_pretrained (its
+scheduler read into ours)."""
 
 import json
 import re
@@ -13,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tiny_sd  # noqa: E402
 from convert import from_diffusers  # noqa: E402
+from tgvac_jax.diffusion import scheduler_config  # noqa: E402
+from tgvac_jax.diffusion.schedule import ScheduleConfig  # noqa: E402
 from tgvac_jax.models import checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,9 +42,11 @@ def test_pipeline_in_channels_and_verify(sd, tmp_path, capsys):
   assert sorted(errors) == ['text_encoder', 'unet', 'vae']
   assert all(r <= 1e-5 for _, r in errors.values()), errors
   assert sorted(p.name for p in out.iterdir()) == ['scheduler', 'text_encoder', 'tokenizer', 'unet', 'vae']
-  for name in ('tokenizer', 'scheduler'):  # copied as is
-    for f in (sd / name).iterdir():
-      assert (out / name / f.name).read_bytes() == f.read_bytes()
+  for f in (sd / 'tokenizer').iterdir():  # copied as is
+    assert (out / 'tokenizer' / f.name).read_bytes() == f.read_bytes()
+  theirs = json.loads((sd / 'scheduler' / 'scheduler_config.json').read_text())
+  assert scheduler_config.to_dict(**vars(scheduler_config.read(out))) == {
+      k: v for k, v in theirs.items() if k != '_diffusers_version'}
   loaded = checkpoint.load_pipeline(out)
   assert sorted(loaded) == ['text_encoder', 'unet', 'vae']
   assert loaded['unet'][1].in_channels == 12
@@ -68,6 +73,26 @@ def test_without_tokenizer_and_scheduler(sd, tmp_path, capsys):
   printed = capsys.readouterr().out
   assert 'no tokenizer/' in printed and 'no scheduler/' in printed
   assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['text_encoder', 'unet', 'vae']
+
+
+def test_scheduler_becomes_ours(sd, tmp_path, capsys):
+  """A PNDM v_prediction scheduler: betas and prediction_type kept as our DDIMScheduler config, PNDM's own
+  field reported as dropped; a beta schedule we cannot reproduce is an error and nothing is written."""
+  from diffusers import DDPMScheduler, PNDMScheduler
+  src = _copy(sd, tmp_path / 'sd', without=('scheduler',))
+  PNDMScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012, skip_prk_steps=True,
+                steps_offset=1, prediction_type='v_prediction').save_pretrained(str(src / 'scheduler'))
+  assert from_diffusers.main([str(src), str(tmp_path / 'out')]) == 0
+  assert 'scheduler: PNDMScheduler -> DDIMScheduler (prediction_type v_prediction, beta_schedule scaled_linear); ' \
+      'dropped skip_prk_steps' in capsys.readouterr().out
+  got = scheduler_config.read(tmp_path / 'out')
+  assert got.schedule == ScheduleConfig(prediction_type='v_prediction')
+  assert json.loads((tmp_path / 'out' / 'scheduler' / 'scheduler_config.json').read_text())['_class_name'] == \
+      'DDIMScheduler'
+  shutil.rmtree(src / 'scheduler')
+  DDPMScheduler(beta_schedule='sigmoid').save_pretrained(str(src / 'scheduler'))
+  _fails([src, tmp_path / 'bad'], capsys, "beta_schedule 'sigmoid'")
+  assert not (tmp_path / 'bad').exists()
 
 
 def _fails(args, capsys, *needles):

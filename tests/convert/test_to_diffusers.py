@@ -1,5 +1,6 @@
-"""`python -m convert.to_diffusers`: our checkpoint -> folders that diffusers/transformers `from_pretrained` load,
-and the round trip diffusers -> ours -> diffusers -> ours is exact."""
+"""`python -m convert.to_diffusers`: our checkpoint -> folders that diffusers/transformers `from_pretrained` load
+(the scheduler as the DDIMScheduler we sample with), and the round trip diffusers -> ours -> diffusers -> ours is
+exact."""
 
 import json
 import shutil
@@ -15,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tiny_sd  # noqa: E402
 from convert import from_diffusers, to_diffusers  # noqa: E402
+from tgvac_jax.diffusion import scheduler_config  # noqa: E402
+from tgvac_jax.diffusion.schedule import ScheduleConfig, alphas_cumprod  # noqa: E402
 from tgvac_jax.models import checkpoint  # noqa: E402
 
 
@@ -61,11 +64,12 @@ def test_components_load_with_from_pretrained(folders):
 def test_pipeline_loads(folders):
   from diffusers import DiffusionPipeline
   sd, _, back = folders
-  for name in ('tokenizer', 'scheduler'):
-    for f in (sd / name).iterdir():
-      assert (back / name / f.name).read_bytes() == f.read_bytes()
+  for f in (sd / 'tokenizer').iterdir():
+    assert (back / 'tokenizer' / f.name).read_bytes() == f.read_bytes()
+  sched = 'scheduler/scheduler_config.json'
+  assert json.loads((back / sched).read_text()) == json.loads((sd / sched).read_text())
   pipe = DiffusionPipeline.from_pretrained(str(back))
-  assert type(pipe).__name__ == 'StableDiffusionPipeline'
+  assert type(pipe).__name__ == 'StableDiffusionPipeline' and type(pipe.scheduler).__name__ == 'DDIMScheduler'
   assert pipe.unet.config.in_channels == 12
   assert pipe.tokenizer('a cat').input_ids == [0, 3, 55, 1]
 
@@ -90,6 +94,25 @@ def test_single_component(folders, tmp_path):
   assert to_diffusers.main([str(ours / 'vae'), str(tmp_path / 'vae')]) == 0
   assert sorted(p.name for p in (tmp_path / 'vae').iterdir()) == ['config.json', 'diffusion_pytorch_model.safetensors']
   assert AutoencoderKL.from_pretrained(str(tmp_path / 'vae')).config.scaling_factor == 0.18215
+
+
+def test_scheduler_folder(folders, tmp_path):
+  """Ours (v_prediction here) becomes diffusers' scheduler/ with the same alphas_cumprod; a checkpoint without
+  one gets SD-1.5's DDIM."""
+  from diffusers import DDIMScheduler
+  _, ours, _ = folders
+  v = ScheduleConfig(prediction_type='v_prediction', beta_schedule='linear', beta_start=1e-4, beta_end=0.02)
+  for name, schedule in (('v', v), ('old', None)):
+    src = tmp_path / name
+    shutil.copytree(ours / 'text_encoder', src / 'text_encoder')
+    if schedule is not None:
+      scheduler_config.write(src / 'scheduler', schedule)
+    assert to_diffusers.main([str(src), str(tmp_path / f'{name}_out')]) == 0
+    theirs = DDIMScheduler.from_pretrained(str(tmp_path / f'{name}_out' / 'scheduler'))
+    want = schedule or ScheduleConfig()
+    assert theirs.config.prediction_type == want.prediction_type
+    assert (theirs.config.steps_offset, theirs.config.set_alpha_to_one, theirs.config.clip_sample) == (1, False, False)
+    np.testing.assert_allclose(theirs.alphas_cumprod.numpy(), alphas_cumprod(want), rtol=0, atol=2.5e-7)
 
 
 def test_errors_write_nothing(folders, tmp_path, capsys):

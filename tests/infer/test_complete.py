@@ -1,5 +1,6 @@
 """AmodalCompleter against a hand-composed reference: VAE posterior means of the occluded frames and of the mask
-image, plain DDIM over z ⊕ E(x) ⊕ E(m) with guidance written out (empty text + zero concat), VAE decode."""
+image, plain DDIM over z ⊕ E(x) ⊕ E(m) with guidance written out (empty text + zero concat), VAE decode; and
+from_pretrained sampling with the checkpoint's scheduler."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fakes import random_model, tiny_unet_config  # noqa: E402
 from tgvac_jax import text  # noqa: E402
 from tgvac_jax.diffusion import ddim  # noqa: E402
+from tgvac_jax.diffusion.schedule import ScheduleConfig  # noqa: E402
+from tgvac_jax.diffusion.scheduler_config import Scheduler  # noqa: E402
 from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig  # noqa: E402
 from tgvac_jax.infer.complete import AmodalCompleter, CompletionConfig, amodal_mask  # noqa: E402
+from tgvac_jax.models.checkpoint import save_pipeline  # noqa: E402
 from tgvac_jax.models.clip import CLIPTextConfig, CLIPTextModel  # noqa: E402
 from tgvac_jax.models.unet import UNet2DConditionModel  # noqa: E402
 from tgvac_jax.models.vae import AutoencoderKL, AutoencoderKLConfig  # noqa: E402
@@ -78,6 +82,25 @@ def test_single_window_equals_hand_composed_pipeline(parts):
   assert out.rgb.shape == frames.shape and out.mask.shape == visible.shape
   assert np.abs(out.rgb.astype(int) - ref.astype(int)).max() <= 1  # rounding of a float32 difference
   np.testing.assert_array_equal(out.mask, (255 - out.rgb.astype(np.float32)).max(-1) / 255 > 0.15)
+
+
+def test_from_pretrained_samples_with_the_checkpoint_schedule(parts, tmp_path):
+  """A v_prediction checkpoint is sampled as v_prediction: scheduler/ replaces the config's schedule and DDIM
+  scheduler settings (steps and eta stay the config's), and the completion is the one of a completer given them."""
+  unet, vae, clip, tokenize = parts
+  sched = Scheduler(ScheduleConfig(prediction_type='v_prediction'),
+                    ddim.DDIMConfig(timestep_spacing='trailing', steps_offset=0))
+  save_pipeline(tmp_path / 'model', {'unet': unet, 'vae': vae, 'text_encoder': clip},
+                {'tokenizer': tokenize.folder}, scheduler=sched)
+  cfg = CompletionConfig(sampler=TemporalSamplerConfig(window_length=8, ddim=ddim.DDIMConfig(num_inference_steps=2)))
+  loaded = AmodalCompleter.from_pretrained(tmp_path / 'model', cfg)
+  want = TemporalSamplerConfig(window_length=8, schedule=ScheduleConfig(prediction_type='v_prediction'),
+                               ddim=ddim.DDIMConfig(num_inference_steps=2, timestep_spacing='trailing', steps_offset=0))
+  assert loaded.config == CompletionConfig(sampler=want)
+  frames, visible = _video(3)
+  np.testing.assert_array_equal(loaded(frames, visible, 'a cat', seed=1).rgb,
+                                AmodalCompleter(*parts, CompletionConfig(sampler=want))(frames, visible, 'a cat',
+                                                                                        seed=1).rgb)
 
 
 def test_long_video_batch_is_deterministic_and_per_video(parts):

@@ -8,6 +8,7 @@ The written object must equal the library call on the same resized inputs mapped
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fakes import object_labels, random_model, tiny_unet_config, write_frames, write_masks  # noqa: E402
 from tgvac_jax import jobs  # noqa: E402
+from tgvac_jax.diffusion import scheduler_config  # noqa: E402
+from tgvac_jax.diffusion.schedule import ScheduleConfig  # noqa: E402
 from tgvac_jax.infer import io, job, resize  # noqa: E402
 from tgvac_jax.infer.complete import AmodalCompleter  # noqa: E402
 from tgvac_jax.models.checkpoint import CheckpointError, load_pipeline, save_pipeline  # noqa: E402
@@ -159,6 +162,22 @@ def test_wrong_model_in_the_checkpoint(tmp_path, tiny_checkpoint, infer_config):
   with pytest.raises(ValueError, match='4 input channels; TGVAC needs 3 x 4'):
     job.load_completer(infer_config(checkpoint=str(tmp_path / 'sd')))
   assert isinstance(job.load_completer(infer_config()), AmodalCompleter)
+
+
+def test_checkpoint_scheduler(tmp_path, tiny_checkpoint, infer_config):
+  """The job samples with the checkpoint's scheduler/ (a v_prediction model as v_prediction; SD-1.5's without
+  one), the steps and eta with the config's; a scheduler we cannot follow is refused when loaded."""
+  assert job.load_completer(infer_config()).config.sampler.schedule == ScheduleConfig()
+  v = tmp_path / 'v'
+  shutil.copytree(tiny_checkpoint, v)
+  scheduler_config.write(v / 'scheduler', ScheduleConfig(prediction_type='v_prediction'))
+  sampler = job.load_completer(infer_config(checkpoint=str(v), **{'sampler.eta': 0.5})).config.sampler
+  assert sampler.schedule == ScheduleConfig(prediction_type='v_prediction')
+  assert (sampler.ddim.num_inference_steps, sampler.ddim.eta) == (2, 0.5)
+  path = v / 'scheduler' / 'scheduler_config.json'
+  path.write_text(path.read_text().replace('v_prediction', 'flow'))
+  with pytest.raises(ValueError, match=f"{path}: prediction_type 'flow' is not one of"):
+    job.load_completer(infer_config(checkpoint=str(v)))
 
 
 def test_run_py_prints_one_line(tmp_path):

@@ -1,6 +1,7 @@
 """Training checkpoints: an FSDP-sharded state written on 8 devices restores bit-exactly onto 2 (and 1) with the
 shardings asked for; the Grain position comes back; the config is saved; a process-count mismatch is a clear
-error; SIGTERM sets the stop flag. Model checkpoints: the exported pipeline loads back equal, atomically."""
+error; SIGTERM sets the stop flag. Model checkpoints: the exported pipeline loads back equal, atomically, with
+the training schedule as scheduler/."""
 
 import json
 import os
@@ -17,10 +18,13 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tgvac_jax import text
+from tgvac_jax.diffusion import scheduler_config
+from tgvac_jax.diffusion.schedule import ScheduleConfig, alphas_cumprod
 from tgvac_jax.models.checkpoint import load_pipeline
 from tgvac_jax.models.clip import CLIPTextConfig, CLIPTextModel
 from tgvac_jax.train import checkpoints as C
 from tgvac_jax.train.config import base_config
+from tgvac_jax.train.step import schedule_config
 
 
 class State(flax.struct.PyTreeNode):  # the shape of the trainer's TrainState: step, nnx.State trees, key data
@@ -156,3 +160,18 @@ def test_export_pipeline_loads_back_equal(tmp_path):
   for a, b in zip(jax.tree.leaves(nnx.state(loaded, nnx.Param)), jax.tree.leaves(nnx.state(model, nnx.Param))):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert text.Tokenize(out / 'tokenizer')('a cat').shape == (77,)
+
+
+def test_export_pipeline_writes_the_training_schedule(tmp_path):
+  """The diffusion stages export config.diffusion as scheduler/, which inference reads back unchanged."""
+  cfg = base_config()
+  cfg.diffusion.prediction_type, cfg.diffusion.beta_schedule = 'v_prediction', 'linear'
+  model = nnx.eval_shape(lambda: CLIPTextModel(CLIPTextConfig(
+      vocab_size=8, hidden_size=8, intermediate_size=8, projection_dim=8, num_hidden_layers=1, num_attention_heads=1),
+      rngs=nnx.Rngs(0)))
+  nnx.update(model, jax.tree.map(jnp.zeros_like, nnx.state(model)))
+  out = C.export_pipeline(tmp_path / 'model', {'text_encoder': model}, None, schedule_config(cfg))
+  assert sorted(p.name for p in out.iterdir()) == ['scheduler', 'text_encoder']
+  back = scheduler_config.read(out)
+  assert back == scheduler_config.Scheduler(ScheduleConfig(prediction_type='v_prediction', beta_schedule='linear'))
+  np.testing.assert_allclose(alphas_cumprod(back.schedule), alphas_cumprod(schedule_config(cfg)), rtol=0, atol=1e-7)

@@ -9,6 +9,8 @@ import pytest
 from flax import nnx
 
 from tests.train import tiny
+from tgvac_jax.diffusion import scheduler_config
+from tgvac_jax.diffusion.schedule import ScheduleConfig
 from tgvac_jax.models.motion import MotionParam
 from tgvac_jax.models.params import flat_params
 from tgvac_jax.train import sharding, stages
@@ -100,3 +102,21 @@ def test_init_checks(tmp_path):
   ok = str(_fake_pipeline(tmp_path / 'frame', 12))
   assert set(stages.check_init(tiny.tiny_config('motion', **{'init.from_scratch': False, 'init.checkpoint': ok}))) \
       == set(stages.PIPELINE)
+
+
+def test_motion_stage_keeps_the_frame_schedule(tmp_path):
+  """A frame checkpoint trained with v_prediction: the motion stage must be configured the same (fails before
+  anything is built); without scheduler/ a checkpoint is SD-1.5's epsilon schedule."""
+  v = str(_fake_pipeline(tmp_path / 'v', 12))
+  scheduler_config.write(tmp_path / 'v' / 'scheduler', ScheduleConfig(prediction_type='v_prediction'))
+
+  def motion(init, **o):
+    return tiny.tiny_config('motion', **{'init.from_scratch': False, 'init.checkpoint': init, **o})
+
+  with pytest.raises(stages.StageError, match="prediction_type 'epsilon' vs 'v_prediction'.*keep the frame stage"):
+    stages.check_init(motion(v))
+  stages.check_init(motion(v, **{'diffusion.prediction_type': 'v_prediction'}))
+  old = str(_fake_pipeline(tmp_path / 'old', 12))
+  with pytest.raises(stages.StageError, match="beta_schedule 'linear' vs 'scaled_linear'"):
+    stages.check_init(motion(old, **{'diffusion.beta_schedule': 'linear'}))
+  stages.check_init(tiny.tiny_config('frame', **{'init.from_scratch': False, 'init.checkpoint': v}))  # may change it

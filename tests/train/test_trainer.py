@@ -1,6 +1,7 @@
 """What a finished training run leaves behind (the reference run of `runs.py`, 16 steps on 8 devices):
 metrics.jsonl with a row per step, TensorBoard scalars and GIFs, validation GIFs built from the validation clips,
-and a pipeline folder that loads with `load_pipeline` and holds exactly the EMA weights of the last checkpoint.
+and a pipeline folder that loads with `load_pipeline`, holds exactly the EMA weights of the last checkpoint and
+the config's noise schedule as scheduler/.
 The motion stage's AnimateDiff start (`init.motion_adapter`) is checked through `setup`, the vae stage's measured
 latent scale through a one-step `trainer.run` in this process."""
 
@@ -20,6 +21,7 @@ from configs import motion
 from configs import vae as vae_config
 from tests.train import runs
 from tests.train.test_metrics import read_events, scalars
+from tgvac_jax.diffusion import scheduler_config
 from tgvac_jax.models.checkpoint import load_component, load_pipeline
 from tgvac_jax.models.clip import CLIPTextModel
 from tgvac_jax.models.params import flat_params
@@ -27,6 +29,7 @@ from tgvac_jax.models.unet import UNet2DConditionModel
 from tgvac_jax.models.vae import AutoencoderKL
 from tgvac_jax.train.checkpoints import CHECKPOINT_DIR, MODEL_DIR
 from tgvac_jax.train.metrics import METRICS_FILE, TENSORBOARD_DIR, read_jsonl
+from tgvac_jax.train.step import schedule_config
 from tgvac_jax.train.validate import VALIDATION_DIR, validation_clips
 
 
@@ -105,6 +108,7 @@ def test_exported_model_holds_the_ema_weights(workdir, last):
   copied, source = workdir / MODEL_DIR / 'tokenizer', workdir / 'tokenizer'
   assert sorted(p.name for p in copied.iterdir()) == sorted(p.name for p in source.iterdir())
   assert all((copied / p.name).read_bytes() == p.read_bytes() for p in source.iterdir())
+  assert scheduler_config.read(workdir / MODEL_DIR) == scheduler_config.Scheduler(schedule_config(last[1]))
 
 
 def test_motion_stage_starts_from_an_animatediff_adapter(tmp_path):
@@ -165,6 +169,7 @@ def test_vae_stage_exports_its_latent_scale(tmp_path):
   t = time.time()
   trainer.run(c)
   print(f'vae stage: 1 step and the export in {time.time() - t:.1f}s')
+  assert not (tmp_path / 'vae' / MODEL_DIR / 'scheduler').exists()  # an autoencoder has no noise schedule
   folder = tmp_path / 'vae' / MODEL_DIR / 'vae'
   got = json.loads((folder / 'config.json').read_text())['scaling_factor']
   vae, _ = load_component(folder)

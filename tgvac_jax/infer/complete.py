@@ -24,6 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from tgvac_jax import text
+from tgvac_jax.diffusion import scheduler_config
 from tgvac_jax.diffusion.guidance import Cond
 from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig, _axis_size, temporal_sample
 from tgvac_jax.models import checkpoint
@@ -132,8 +133,12 @@ class AmodalCompleter:
   @classmethod
   def from_pretrained(cls, folder: str | os.PathLike, config: CompletionConfig = CompletionConfig(), *,
                       mesh: Mesh | None = None, dtype=None) -> AmodalCompleter:
-    """A completer from our pipeline checkpoint folder (unet/ vae/ text_encoder/ tokenizer/); every missing or
-    foreign part is a `CheckpointError` naming it, raised before anything is compiled."""
+    """A completer from our pipeline checkpoint folder (unet/ vae/ text_encoder/ tokenizer/ scheduler/); every
+    missing or foreign part is a `CheckpointError` naming it, raised before anything is compiled.
+
+    The sampler's schedule and DDIM scheduler settings (spacing, offset, final alpha, clipping) are the
+    checkpoint's scheduler/ (SD-1.5's without one), replacing `config`'s: they are what the model was trained
+    for. `config` chooses the steps, eta and everything else."""
     folder = Path(folder)
     if not folder.is_dir():
       raise checkpoint.CheckpointError(f'checkpoint {folder} does not exist (expected a pipeline folder with '
@@ -144,6 +149,10 @@ class AmodalCompleter:
                                        'component (expected unet/ vae/ text_encoder/ tokenizer/)')
     tokenize = text.Tokenize(folder / 'tokenizer')
     tokenize.tokenizer  # noqa: B018 -- load now: a missing tokenizer is an error before the weights are read
+    sched = scheduler_config.read(folder)
+    s = config.sampler
+    config = dataclasses.replace(config, sampler=dataclasses.replace(s, schedule=sched.schedule,
+                                                                     ddim=sched.sampler_ddim(s.ddim)))
     parts = checkpoint.load_pipeline(folder, COMPONENTS, dtype=dtype)
     return cls(*(parts[c][0] for c in COMPONENTS), tokenize, config, mesh=mesh)
 

@@ -4,9 +4,10 @@
 <component>/config.json        {"_class": "AutoencoderKL", ...the config's to_dict(ours=True) fields}
 <component>/model.safetensors  flat parameter paths of our module tree ('decoder.conv_in.kernel', ...) -> arrays
 ```
-A pipeline checkpoint is a folder of such components (`unet/ vae/ text_encoder/`) next to copied folders
-(`tokenizer/ scheduler/`). Writes go to a temporary sibling folder that is renamed into place at the end, so a
-failed save never leaves a partial checkpoint. Loading builds the module from config.json (abstractly, without
+A pipeline checkpoint is a folder of such components (`unet/ vae/ text_encoder/`) next to a copied `tokenizer/`
+and `scheduler/scheduler_config.json` (the training noise process in diffusers' format,
+`diffusion/scheduler_config.py`). Writes go to a temporary sibling folder that is renamed into place at the end,
+so a failed save never leaves a partial checkpoint. Loading builds the module from config.json (abstractly, without
 a random init) and fills every parameter; a missing, extra or mis-shaped tensor is an error naming it.
 """
 
@@ -28,6 +29,7 @@ import numpy as np
 import safetensors.numpy
 from flax import nnx
 
+from tgvac_jax.diffusion import scheduler_config
 from tgvac_jax.models.params import flat_params, report_mismatch
 
 CONFIG_NAME = 'config.json'
@@ -114,13 +116,17 @@ def save_component(module: nnx.Module, out: str | os.PathLike, *, config=None) -
 
 
 def save_pipeline(out: str | os.PathLike, components: Mapping[str, nnx.Module],
-                  copies: Mapping[str, str | os.PathLike] | None = None) -> Path:
-  """Writes `out/<name>/` for every component and copies `copies` (name -> source folder) as is, atomically."""
+                  copies: Mapping[str, str | os.PathLike] | None = None, *,
+                  scheduler: scheduler_config.Scheduler | None = None) -> Path:
+  """Writes `out/<name>/` for every component, copies `copies` (name -> source folder) as is and writes
+  `scheduler` (the training noise process) as `out/scheduler/`, atomically."""
   def write(tmp: Path) -> None:
     for name, module in components.items():
       _write_component(module, tmp / name)
     for name, src in (copies or {}).items():
       shutil.copytree(src, tmp / name)
+    if scheduler is not None:
+      scheduler_config.write(tmp / scheduler_config.SCHEDULER_DIR, scheduler.schedule, scheduler.ddim)
   return atomic_folder(out, write)
 
 

@@ -6,7 +6,7 @@ restore target is an abstract tree of `jax.ShapeDtypeStruct`s carrying this run'
 folder by renaming it at the end, so a killed save never shows up as a step.
 
 Model checkpoint (`workdir/model/`): the EMA weights as our pipeline folder (`unet/ vae/ text_encoder/
-tokenizer/`, `models/checkpoint.py`), replaced atomically at every save; this is what inference and
+tokenizer/ scheduler/`, `models/checkpoint.py`), replaced atomically at every save; this is what inference and
 `convert.to_diffusers` read.
 
 Preemption: one process handles SIGTERM itself (Orbax's `reached_preemption` needs `jax.distributed`); several
@@ -29,6 +29,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
+from tgvac_jax.diffusion.schedule import ScheduleConfig
+from tgvac_jax.diffusion.scheduler_config import Scheduler
 from tgvac_jax.models.checkpoint import save_pipeline
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -113,11 +115,14 @@ class StopSignal:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def export_pipeline(out: str | os.PathLike, modules: Mapping[str, nnx.Module], tokenizer_dir: str | None) -> Path:
-  """Writes the pipeline folder `out` (components + a copy of the tokenizer) atomically, from process 0.
+def export_pipeline(out: str | os.PathLike, modules: Mapping[str, nnx.Module], tokenizer_dir: str | None,
+                    schedule: ScheduleConfig | None = None) -> Path:
+  """Writes the pipeline folder `out` (components, a copy of the tokenizer and, for the diffusion stages, the
+  `schedule` they trained with as scheduler/, which inference samples with) atomically, from process 0.
   `modules` must be addressable here (`Trainee.export_modules` gathers them to every process)."""
   out = Path(out).absolute()
   if jax.process_index() == 0:
-    save_pipeline(out, modules, {'tokenizer': tokenizer_dir} if tokenizer_dir else None)
+    save_pipeline(out, modules, {'tokenizer': tokenizer_dir} if tokenizer_dir else None,
+                  scheduler=Scheduler(schedule) if schedule is not None else None)
     logging.info('exported EMA weights to %s', out)
   return out

@@ -26,6 +26,7 @@ from flax import nnx
 from safetensors import safe_open
 
 from tgvac_jax import text
+from tgvac_jax.diffusion import scheduler_config
 from tgvac_jax.models import checkpoint as ckpt
 from tgvac_jax.models.clip import CLIPTextConfig, CLIPTextModel
 from tgvac_jax.models.motion import MotionConfig, MotionParam
@@ -33,6 +34,7 @@ from tgvac_jax.models.params import flat_params, report_mismatch
 from tgvac_jax.models.unet import UNet2DConditionModel, UNetConfig
 from tgvac_jax.models.vae import AutoencoderKL, AutoencoderKLConfig
 from tgvac_jax.train.sharding import param_shardings
+from tgvac_jax.train.step import schedule_config
 
 PIPELINE = ('unet', 'vae', 'text_encoder')
 CONVERT_HINT = ('convert SD-1.5 with the conditioning channels grown to 12: '
@@ -164,7 +166,23 @@ def check_init(config) -> dict[str, dict]:
   if stage.name == 'frame' and unet.get('motion'):
     raise StageError(f'{folder}/unet has motion modules: the frame stage trains a spatial UNet (give the frame '
                      'stage its own export, or train this one with configs/motion.py)')
+  if stage.name == 'motion':
+    check_schedule(config, folder)
   return configs
+
+
+def check_schedule(config, folder: Path) -> None:
+  """The motion stage trains motion modules on a frozen frame-stage UNet, which only denoises under the noise
+  process it learnt: `config.diffusion` must be the checkpoint's scheduler (SD-1.5's when it has none). Not
+  inherited silently: the config would then no longer say what was trained."""
+  theirs = scheduler_config.read(folder).schedule
+  ours = schedule_config(config)
+  diff = [f'{f.name} {getattr(ours, f.name)!r} vs {getattr(theirs, f.name)!r}'
+          for f in dataclasses.fields(ours) if getattr(ours, f.name) != getattr(theirs, f.name)]
+  if diff:
+    raise StageError(f'config.diffusion differs from the scheduler of init.checkpoint {folder} '
+                     f'({"; ".join(diff)}; config vs checkpoint): the motion stage must keep the frame stage\'s '
+                     'noise schedule; set config.diffusion to match it')
 
 
 # ------------------------------------------------------------------------------------------- building

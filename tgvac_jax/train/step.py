@@ -27,11 +27,16 @@ from tgvac_jax.train.optimizer import applied, ema_update
 LossFn = Callable[..., tuple[jax.Array, dict]]
 
 
-def alphas_cumprod(config) -> np.ndarray:
+def schedule_config(config) -> sch.ScheduleConfig:
+  """The noise process of `config.diffusion`: the loss, the validation sampler and the exported scheduler/ use
+  this one, so inference samples what was trained."""
   d = config.diffusion
-  return sch.alphas_cumprod(sch.ScheduleConfig(num_train_timesteps=d.num_train_timesteps, beta_start=d.beta_start,
-                                               beta_end=d.beta_end, beta_schedule=d.beta_schedule,
-                                               prediction_type=d.prediction_type))
+  return sch.ScheduleConfig(num_train_timesteps=d.num_train_timesteps, beta_start=d.beta_start, beta_end=d.beta_end,
+                            beta_schedule=d.beta_schedule, prediction_type=d.prediction_type)
+
+
+def alphas_cumprod(config) -> np.ndarray:
+  return sch.alphas_cumprod(schedule_config(config))
 
 
 def condition_dropout(key: jax.Array, batch_size: int, dropout) -> tuple[jax.Array, jax.Array]:

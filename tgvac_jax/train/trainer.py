@@ -2,9 +2,10 @@
 
 setup (every check, before any compile) -> restore the newest training checkpoint of the workdir, or start fresh
 -> for each step: this process's batch -> global batch -> jitted step -> metrics (bar, metrics.jsonl, TensorBoard)
--> every `checkpoint.every` steps an async Orbax save plus the EMA pipeline export (`workdir/model/`; the vae stage
-writes the latent scaling_factor it measures there into the VAE's config) -> every `log.val_every` steps validation
-GIFs. SIGTERM (or a multi-host preemption notice) saves and returns cleanly.
+-> every `checkpoint.every` steps an async Orbax save plus the EMA pipeline export (`workdir/model/`; the diffusion
+stages write `config.diffusion` there as scheduler/, the vae stage the latent scaling_factor it measures into the
+VAE's config) -> every `log.val_every` steps validation GIFs (sampled with `config.diffusion`). SIGTERM (or a
+multi-host preemption notice) saves and returns cleanly.
 
 Steps count `train_step` calls: with `optim.grad_accum = k`, one optimizer step is k of them, and `num_steps`,
 `checkpoint.every` and `log.*` (optimizer steps in the config) are multiplied by k here.
@@ -29,6 +30,7 @@ from tgvac_jax.train.metrics import MetricsLogger, peak_flops
 from tgvac_jax.train.sharding import data_parallel_size, global_batch, make_mesh
 from tgvac_jax.train.stages import check_init
 from tgvac_jax.train.state import Trainee, TrainState, check_config, setup
+from tgvac_jax.train.step import schedule_config
 from tgvac_jax.train.validate import Validator
 
 
@@ -132,6 +134,7 @@ def run(config) -> None:
   total, save_every, log_every = config.num_steps * k, config.checkpoint.every * k, config.log.every * k
   val_every = config.log.val_every * k
   validator = Validator(config, workdir) if val_every > 0 else None
+  schedule = schedule_config(config) if trainee.stage.name != 'vae' else None  # exported as scheduler/
   stop = ckpts.StopSignal(checkpoints.manager)
   logger = MetricsLogger(workdir, start_step=start, num_steps=total, batch_size=config.batch_size // k,
                          every=log_every, peak=peak_flops(configured=config.log.peak_flops))
@@ -146,7 +149,7 @@ def run(config) -> None:
         with logger.paused():
           checkpoints.save(step, state, iterator)
           modules = export_modules(trainee, state, frames)
-          ckpts.export_pipeline(workdir / ckpts.MODEL_DIR, modules, trainee.tokenizer_dir)
+          ckpts.export_pipeline(workdir / ckpts.MODEL_DIR, modules, trainee.tokenizer_dir, schedule)
       if validator is not None and step % val_every == 0:
         with logger.paused():
           validator(step, modules or trainee.export_modules(state), trainee.tokenizer_dir, logger)

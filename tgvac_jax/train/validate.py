@@ -20,19 +20,13 @@ from flax import nnx
 from tgvac_jax import text
 from tgvac_jax.data.pipeline import LoaderConfig, clip_dataset
 from tgvac_jax.diffusion.ddim import DDIMConfig
-from tgvac_jax.diffusion.schedule import ScheduleConfig
 from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig
 from tgvac_jax.infer.complete import AmodalCompleter, CompletionConfig
 from tgvac_jax.models.checkpoint import atomic_folder
 from tgvac_jax.train.metrics import MetricsLogger, gif_bytes
+from tgvac_jax.train.step import schedule_config
 
 VALIDATION_DIR = 'validation'
-
-
-def schedule_config(config) -> ScheduleConfig:
-  d = config.diffusion
-  return ScheduleConfig(num_train_timesteps=d.num_train_timesteps, beta_start=d.beta_start, beta_end=d.beta_end,
-                        beta_schedule=d.beta_schedule, prediction_type=d.prediction_type)
 
 
 def validation_clips(config) -> dict[str, np.ndarray] | None:
