@@ -27,16 +27,21 @@ def _full() -> ml_collections.ConfigDict:
   c.data.size = 32                 # frames are size x size
   c.data.clip_len = 24             # stored clip length = the held-out clips' length (> the motion window)
   c.data.clips_per_track = 4
-  # the procedural source's difficulty knobs (data_prep/sources/procedural.py); these are its defaults, the full task
+  # The procedural source's difficulty knobs (data_prep/sources/procedural.py; its defaults are the full task).
+  # Measured on the 2-core budget: on the full task (10 shapes, 6 patterns, textured backgrounds, spin, two sprites)
+  # the learned rows stayed below the temporal baseline, so the demo's task is rigid plain-coloured sprites of six
+  # shapes, medium or large, on flat backgrounds. The hidden part stays inferable and only that: the shape and
+  # colour from the caption ("a large red heart"), the position and extent from the visible part and, for the
+  # motion stage, from the frames where less of it is hidden.
   c.data.procedural = ml_collections.ConfigDict()
-  c.data.procedural.shapes = procedural.SHAPES
+  c.data.procedural.shapes = ('circle', 'square', 'triangle', 'star', 'heart', 'cross')
   c.data.procedural.colours = tuple(procedural.COLOURS)
-  c.data.procedural.patterns = procedural.PATTERNS
-  c.data.procedural.sizes = tuple(procedural.SIZES)
-  c.data.procedural.spin = True              # False: no turning over time (the start angle stays random)
-  c.data.procedural.pulse = True             # False: constant radius
-  c.data.procedural.background = 'texture'   # 'plain': one flat colour per video, never near white
-  c.data.procedural.second_sprite_prob = 0.4
+  c.data.procedural.patterns = ('plain',)
+  c.data.procedural.sizes = ('medium', 'large')
+  c.data.procedural.spin = False             # no turning over time (the start angle stays random)
+  c.data.procedural.pulse = False            # constant radius
+  c.data.procedural.background = 'plain'     # one flat colour per video, never near white
+  c.data.procedural.second_sprite_prob = 0.0
 
   c.model = ml_collections.ConfigDict()   # the trainer's `model` block (tgvac_jax/train/config.py)
   c.model.unet_channels = (32, 64)
@@ -50,19 +55,24 @@ def _full() -> ml_collections.ConfigDict:
   c.model.norm_groups = 8
 
   # One block per stage: steps, global batch, peak learning rate (warmup and EMA follow from the steps); min-SNR
-  # loss weighting (gamma 5) for the diffusion stages.
-  c.vae = ml_collections.ConfigDict({'steps': 500, 'batch_size': 8, 'lr': 2e-3})
-  c.frame = ml_collections.ConfigDict({'steps': 150, 'batch_size': 16, 'lr': 1e-3, 'snr_gamma': 5.0})
-  c.motion = ml_collections.ConfigDict({'steps': 30, 'batch_size': 2, 'lr': 1e-3, 'clip_len': 8,
+  # loss weighting (gamma 5) for the diffusion stages. Measured (README, "What we tried"): the 32x32 autoencoder
+  # caps the occluded-region IoU at 0.71 after 500 steps and 0.83 after 2000; the frame stage gains about 3 points
+  # of occluded mIoU from 1000 to 2000 steps; 300 motion steps add about 5 over the frame stage.
+  c.vae = ml_collections.ConfigDict({'steps': 2000, 'batch_size': 8, 'lr': 2e-3})
+  c.frame = ml_collections.ConfigDict({'steps': 1500, 'batch_size': 16, 'lr': 2e-3, 'snr_gamma': 5.0})
+  c.motion = ml_collections.ConfigDict({'steps': 400, 'batch_size': 2, 'lr': 1e-3, 'clip_len': 12,
                                         'snr_gamma': 5.0})
+  # v-prediction (the network predicts sqrt(abar) eps - sqrt(1 - abar) x0): with epsilon prediction the tiny
+  # from-scratch UNet ignored its conditioning at high noise (occluded mIoU 17 vs 31 after 1000 steps, same data)
+  c.diffusion = ml_collections.ConfigDict({'prediction_type': 'v_prediction'})
 
   c.sample = ml_collections.ConfigDict()   # configs/infer.py's sampler for every learned row
   c.sample.steps = 20
-  c.sample.guidance_scale = 2.0
-  c.sample.window_length = 8               # = motion.clip_len, the window the motion modules saw
+  c.sample.guidance_scale = 3.0           # occluded mIoU 23 / 33 / 35 / 35 at 1 / 2 / 3 / 5
+  c.sample.window_length = 12              # = motion.clip_len, the window the motion modules saw
   c.sample.strides = (2, 4, 8)             # temporal diffusion rows; window_length itself is the no-overlap row
   c.sample.chunk_size = 4
-  c.sample.mask_threshold = 0.25           # object = pixels this far from white (the VAE blurs edges toward it)
+  c.sample.mask_threshold = 0.4            # object = pixels this far from white (the VAE leaves a pale halo)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.max_videos = 8                    # held-out validation clips scored per row
@@ -72,6 +82,7 @@ def _full() -> ml_collections.ConfigDict:
   c.unseen.num_videos = 10       # >= 2 per split: occluders come from other videos of the same split
   c.unseen.size = 128
   c.unseen.clip_len = 30
+  c.unseen.stride = 4            # temporal diffusion stride (2 costs 1.7x the time and scored the same above)
   return c
 
 
@@ -92,6 +103,7 @@ def get_config(arg=None):
     c.eval.gif_videos = 1
     c.unseen.size = 64
     c.unseen.clip_len = 10
+    c.unseen.stride = 2
     return c
   if arg:
     raise ValueError(f"configs/demo.py: unknown variant {arg!r} (known: 'quick')")

@@ -14,11 +14,20 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_procedural_knobs_default_to_the_full_task():
+def test_stage_configs_share_the_demo_noise_process(tmp_path):
+  """The frame and motion stages train with the demo's prediction type (the motion stage refuses a frame
+  checkpoint with another schedule); the autoencoder has none."""
   from configs import demo as demo_config
-  from data_prep.sources.procedural import ProceduralSource
-  knobs = demo_config.get_config().data.procedural.to_dict()
-  assert ProceduralSource(**knobs).describe() == ProceduralSource().describe()  # existing demo datasets stay valid
+  from configs import frame, motion, vae
+  from tgvac_jax import demo
+  c = demo_config.get_config('quick')
+  c.diffusion.prediction_type = 'epsilon' if c.diffusion.prediction_type != 'epsilon' else 'v_prediction'
+  for stage, base in (('frame', frame), ('motion', motion)):
+    t = demo._trainer_config(c, base.get_config('tiny'), stage, tmp_path / stage, 'ds', 'init')
+    assert t.diffusion.prediction_type == c.diffusion.prediction_type
+    assert t.diffusion.snr_gamma == c[stage].snr_gamma
+  t = demo._trainer_config(c, vae.get_config('tiny'), 'vae', tmp_path / 'vae', 'ds')
+  assert t.diffusion.prediction_type == vae.get_config('tiny').diffusion.prediction_type
 
 
 def test_build_procedural_passes_the_knobs(tmp_path, monkeypatch):
@@ -28,7 +37,7 @@ def test_build_procedural_passes_the_knobs(tmp_path, monkeypatch):
   monkeypatch.setattr(demo, 'build', lambda source, *a, **k: built.append(source) or types.SimpleNamespace(
       dataset_dir='ds', num_examples={}))
   c = demo_config.get_config('quick')
-  c.data.procedural.update(shapes=('ring', 'heart'), spin=False, background='plain', second_sprite_prob=0.0)
+  c.data.procedural.update(shapes=('ring', 'heart'), spin=False, pulse=True, background='plain', second_sprite_prob=0.0)
   assert demo.build_procedural(c, tmp_path, seed=1, num_videos=4, size=16, clip_len=4, clips_per_track=1) == 'ds'
   d = built[0].describe()
   assert (d['shapes'], d['spin'], d['background'], d['second_sprite_prob']) == (['heart', 'ring'], False, 'plain', 0)
@@ -49,7 +58,6 @@ def quick(tmp_path_factory):
   return workdir, res
 
 
-@pytest.mark.slow  # ~14 min on a loaded 2-core CPU: over the default tier's budget until the demo is faster
 def test_quick_demo_writes_every_artifact(quick):
   workdir, res = quick
   model = workdir / 'motion' / 'model'
@@ -73,7 +81,6 @@ def test_quick_demo_writes_every_artifact(quick):
   assert not list(workdir.rglob('.*.tmp-*')), 'no half-written folder is left'
 
 
-@pytest.mark.slow
 def test_rerun_reuses_and_repeats_the_table(quick):
   workdir, first = quick
   table = (workdir / 'ablation' / 'table.md').read_text()

@@ -119,8 +119,9 @@ def _trainer_config(c, base, stage: str, workdir: Path, dataset: str, init: str 
   t.log.every = max(1, s.steps // 20)
   t.log.val_every = 0
   t.compute_dtype = 'float32'
-  if 'snr_gamma' in s:
+  if stage != 'vae':
     t.diffusion.snr_gamma = s.snr_gamma
+    t.diffusion.prediction_type = c.diffusion.prediction_type
   return t
 
 
@@ -335,11 +336,11 @@ def run(c) -> None:
   unseen_data = build_procedural(c, workdir / 'unseen_data', seed=c.seed + 1000, num_videos=u.num_videos,
                                  size=u.size, clip_len=u.clip_len, clips_per_track=1)
   unseen_root = eval_job.export_split(unseen_data, 'train', workdir / 'unseen' / 'davis', 0)
-  unseen_pred = workdir / 'unseen' / key / 'completions'
-  _infer(c, str(motion_model), unseen_root, unseen_pred, window=c.sample.window_length,
-         stride=min(c.sample.strides))
-  unseen = _score(unseen_root, unseen_pred, workdir / 'unseen' / key, 'TGVAC demo model')
-  unseen_table = ablation_table({f'motion stage, stride {min(c.sample.strides)}': unseen},
+  ukey = _fingerprint(key, u.to_dict())
+  unseen_pred = workdir / 'unseen' / ukey / 'completions'
+  _infer(c, str(motion_model), unseen_root, unseen_pred, window=c.sample.window_length, stride=u.stride)
+  unseen = _score(unseen_root, unseen_pred, workdir / 'unseen' / ukey, 'TGVAC demo model')
+  unseen_table = ablation_table({f'motion stage, stride {u.stride}': unseen},
                                 f'## Unseen DAVIS-style clips: {u.size}², {u.clip_len} frames ({unseen_root})')
   (ablation / 'unseen.md').write_text(unseen_table)
   clock.done('unseen clips')
