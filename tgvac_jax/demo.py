@@ -77,12 +77,10 @@ def _fingerprint(*parts) -> str:
 def build_procedural(c, out: Path, *, seed: int, num_videos: int, size: int, clip_len: int,
                      clips_per_track: int) -> str:
   """data_prep's build of the procedural source (reused when the same build exists); the dataset folder.
-
-  `c.data.procedural`, when there, holds the source's difficulty knobs (shapes, colours, patterns, sizes, spin,
-  pulse, background, second_sprite_prob)."""
-  knobs = c.data.procedural.to_dict() if 'procedural' in c.data else {}
+  `c.data.procedural` holds the source's difficulty knobs (shapes, colours, patterns, sizes, spin, pulse,
+  background, second_sprite_prob)."""
   source = ProceduralSource(num_videos=num_videos, size=size, min_frames=clip_len + 4, max_frames=clip_len + 16,
-                            seed=seed, **knobs)
+                            seed=seed, **c.data.procedural.to_dict())
   cfg = BuildConfig(synth=SynthConfig(clip_len=clip_len, resolution=size, clips_per_track=clips_per_track),
                     seed=seed)
   existed = out.is_dir()

@@ -10,19 +10,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'data_prep'))
 import fake_datasets as fake  # noqa: E402
 
-from data_prep import builder as B  # noqa: E402
-from data_prep.occlusion import SynthConfig  # noqa: E402
-from data_prep.sources.procedural import ProceduralSource  # noqa: E402
 from tgvac_jax.data import iterator_state  # noqa: E402
 from tgvac_jax.data.pipeline import LoaderConfig, clip_dataset, data_source, device_batch, frame_dataset  # noqa
-
-
-@pytest.fixture(scope='module')
-def ds_dir(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('clips'))
-  src = ProceduralSource(num_videos=10, size=32, min_frames=8, max_frames=10, second_sprite_prob=0.0)
-  cfg = B.BuildConfig(SynthConfig(clip_len=4, resolution=32, clips_per_track=2, candidates=16))
-  return B.build(src, cfg, out, progress=False).dataset_dir
 
 
 def take(ds, n):
@@ -44,8 +33,8 @@ def cfg(**kw):
   return LoaderConfig(**base)
 
 
-def test_clip_batch_format(ds_dir):
-  (b,) = take(clip_dataset(ds_dir, cfg(), process_index=0, process_count=1), 1)
+def test_clip_batch_format(procedural_clips):
+  (b,) = take(clip_dataset(procedural_clips, cfg(), process_index=0, process_count=1), 1)
   assert set(b) == {'occluded', 'visible_mask', 'amodal', 'amodal_mask', 'occluder_mask', 'occlusion_rate',
                     'caption'}
   for k in ('occluded', 'visible_mask', 'amodal'):
@@ -59,15 +48,15 @@ def test_clip_batch_format(ds_dir):
   am, om = b['amodal_mask'].astype(bool), b['occluder_mask'].astype(bool)
   np.testing.assert_array_equal(vis, am & ~om)          # the invariant survives crop/resize/flip
   assert (b['amodal'][~am] == 1.0).all()                  # white outside the object
-  (u,) = take(clip_dataset(ds_dir, cfg(output='uint8'), process_index=0, process_count=1), 1)
+  (u,) = take(clip_dataset(procedural_clips, cfg(output='uint8'), process_index=0, process_count=1), 1)
   assert u['occluded'].dtype == np.uint8 and u['visible_mask'].shape == (3, 3, 24, 24)
   np.testing.assert_allclose(u['occluded'] * (2 / 255) - 1, b['occluded'], atol=1e-6)
 
 
-def test_augmentation_is_identical_across_frames_and_masks(ds_dir):
+def test_augmentation_is_identical_across_frames_and_masks(procedural_clips):
   """Without augmentation the batch equals the decoded records; with it, each clip's frames and masks share
   one crop and flip (checked against the records, cropped by brute force over the same transform)."""
-  src = data_source(ds_dir, 'train')
+  src = data_source(procedural_clips, 'train')
   (b,) = take(clip_dataset(src, LoaderConfig.eval(batch_size=2, size=32, worker_count=0), process_index=0,
                            process_count=1), 1)
   from tgvac_jax.data import schema
@@ -86,40 +75,40 @@ def test_augmentation_is_identical_across_frames_and_masks(ds_dir):
     np.testing.assert_allclose(bf['occluded'][i], ref / 127.5 - 1, atol=1e-6)
 
 
-def test_deterministic_and_seeded(ds_dir):
-  a = take(clip_dataset(ds_dir, cfg(), process_index=0, process_count=1), 4)
-  b = take(clip_dataset(ds_dir, cfg(), process_index=0, process_count=1), 4)
-  c = take(clip_dataset(ds_dir, cfg(seed=1), process_index=0, process_count=1), 4)
+def test_deterministic_and_seeded(procedural_clips):
+  a = take(clip_dataset(procedural_clips, cfg(), process_index=0, process_count=1), 4)
+  b = take(clip_dataset(procedural_clips, cfg(), process_index=0, process_count=1), 4)
+  c = take(clip_dataset(procedural_clips, cfg(seed=1), process_index=0, process_count=1), 4)
   assert same(a, b) and not same(a, c)
 
 
-def test_process_slices_are_disjoint(ds_dir):
+def test_process_slices_are_disjoint(procedural_clips):
   ev = LoaderConfig.eval(batch_size=1, size=32, worker_count=0)
-  n = len(data_source(ds_dir, 'train'))
+  n = len(data_source(procedural_clips, 'train'))
   key = lambda bt: bt['occluded'].tobytes()
-  parts = [{key(x) for x in take(clip_dataset(ds_dir, LoaderConfig(**{**ev.__dict__, 'shuffle': True}),
+  parts = [{key(x) for x in take(clip_dataset(procedural_clips, LoaderConfig(**{**ev.__dict__, 'shuffle': True}),
                                               process_index=p, process_count=2), n // 2)} for p in (0, 1)]
   assert len(parts[0]) == len(parts[1]) == n // 2 and not parts[0] & parts[1]
 
 
-def test_resume_exactly_with_two_workers(ds_dir, tmp_path):
+def test_resume_exactly_with_two_workers(procedural_clips, tmp_path):
   c = cfg(worker_count=2, batch_size=2)
-  ref = take(clip_dataset(ds_dir, cfg(batch_size=2), process_index=0, process_count=1), 7)
-  it = iter(clip_dataset(ds_dir, c, process_index=0, process_count=1))
+  ref = take(clip_dataset(procedural_clips, cfg(batch_size=2), process_index=0, process_count=1), 7)
+  it = iter(clip_dataset(procedural_clips, c, process_index=0, process_count=1))
   first = [next(it) for _ in range(4)]
   assert same(first, ref[:4])                      # worker processes change nothing
   iterator_state.save(str(tmp_path / 'ckpt'), 4, it)
   rest = [next(it) for _ in range(3)]
   it.close()
-  it2 = iter(clip_dataset(ds_dir, c, process_index=0, process_count=1))
+  it2 = iter(clip_dataset(procedural_clips, c, process_index=0, process_count=1))
   iterator_state.restore(str(tmp_path / 'ckpt'), it2)
   resumed = [next(it2) for _ in range(3)]
   it2.close()
   assert same(rest, resumed) and same(resumed, ref[4:])
 
 
-def test_frame_stage_from_clips_and_pix2gestalt(ds_dir, tmp_path):
-  (b,) = take(frame_dataset(ds_dir, cfg(batch_size=4), process_index=0, process_count=1), 1)
+def test_frame_stage_from_clips_and_pix2gestalt(procedural_clips, tmp_path):
+  (b,) = take(frame_dataset(procedural_clips, cfg(batch_size=4), process_index=0, process_count=1), 1)
   assert b['occluded'].shape == (4, 24, 24, 3) and b['amodal_mask'].shape == (4, 24, 24)
   root = fake.make_pix2gestalt(str(tmp_path / 'p2g'), n=5)
   (p,) = take(frame_dataset(root, cfg(batch_size=5, num_epochs=1, shuffle=False), process_index=0,
@@ -135,11 +124,11 @@ class _Tok:
     return ids + [0] * (8 - len(ids))
 
 
-def test_tokenizer_and_device_batch(ds_dir):
+def test_tokenizer_and_device_batch(procedural_clips):
   import jax
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-  (b,) = take(clip_dataset(ds_dir, cfg(batch_size=8, size=16, num_frames=2), tokenizer=_Tok(), process_index=0,
-                           process_count=1), 1)
+  (b,) = take(clip_dataset(procedural_clips, cfg(batch_size=8, size=16, num_frames=2), tokenizer=_Tok(),
+                           process_index=0, process_count=1), 1)
   assert b['input_ids'].shape == (8, 8) and b['input_ids'].dtype == np.int32
   mesh = Mesh(np.array(jax.devices()).reshape(-1), ('data',))
   g = device_batch(b, NamedSharding(mesh, P('data')))

@@ -18,23 +18,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'convert'))
 
 import tiny_sd  # noqa: E402
 from configs.eval import get_config  # noqa: E402
-from data_prep import builder as B  # noqa: E402
-from data_prep.occlusion import SynthConfig  # noqa: E402
-from data_prep.sources.procedural import ProceduralSource  # noqa: E402
 from tgvac_jax.data import pipeline, schema  # noqa: E402
 from tgvac_jax.eval import amodal_root as R  # noqa: E402
 from tgvac_jax.eval import job  # noqa: E402
 from tgvac_jax.eval.clip_score import preprocess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope='module')
-def dataset(tmp_path_factory):
-  out = str(tmp_path_factory.mktemp('clips'))
-  src = ProceduralSource(num_videos=10, size=32, min_frames=8, max_frames=10, second_sprite_prob=0.0)
-  cfg = B.BuildConfig(SynthConfig(clip_len=4, resolution=32, clips_per_track=2, candidates=16))
-  return B.build(src, cfg, out, progress=False).dataset_dir
 
 
 def _config(**kw):
@@ -52,9 +41,9 @@ def _write_prediction(folder: Path, masks, objects_rgba) -> None:
     Image.fromarray(o).save(folder / R.PRED_OBJECTS / f'{t:05d}.png')
 
 
-def test_dataset_split_with_hand_made_predictions(dataset, tmp_path):
+def test_dataset_split_with_hand_made_predictions(procedural_clips, tmp_path):
   """Prediction = the visible mask (nothing completed) and the true object with its hidden part painted black."""
-  source = pipeline.data_source(dataset, 'validation')
+  source = pipeline.data_source(procedural_clips, 'validation')
   recs = [schema.decode_record(source[i]) for i in range(len(source))]
   out = tmp_path / 'eval'
   names = []
@@ -64,7 +53,7 @@ def test_dataset_split_with_hand_made_predictions(dataset, tmp_path):
     name = job._sequence_name(i, rec)  # pylint: disable=protected-access
     names.append(name)
     _write_prediction(out / job.PREDICTIONS / name, rec['visible_mask'], rgba.astype(np.uint8))
-  job.run(_config(data=dataset, out=str(out)))
+  job.run(_config(data=procedural_clips, out=str(out)))
 
   vis = np.concatenate([r['visible_mask'] for r in recs])
   am = np.concatenate([r['amodal_mask'] for r in recs])
@@ -158,17 +147,17 @@ def test_amodal_root_with_clip(tmp_path, clip_folder):
   assert s['tc_space'] == 'CLIP' and s['splits']['hard']['frames'] == 4
 
 
-def test_bad_inputs(tmp_path, dataset):
+def test_bad_inputs(tmp_path, procedural_clips):
   with pytest.raises(FileNotFoundError, match='does not exist'):
     job.run(_config(data=str(tmp_path / 'nothing'), out=str(tmp_path / 'o')))
   with pytest.raises(FileNotFoundError, match='checkpoint .* is not a folder'):
-    job.run(_config(data=dataset, checkpoint=str(tmp_path / 'no_model'), out=str(tmp_path / 'o')))
+    job.run(_config(data=procedural_clips, checkpoint=str(tmp_path / 'no_model'), out=str(tmp_path / 'o')))
   (tmp_path / 'clip').mkdir()
   with pytest.raises(FileNotFoundError, match='no config.json'):
-    job.run(_config(data=dataset, clip=str(tmp_path / 'clip'), out=str(tmp_path / 'o')))
+    job.run(_config(data=procedural_clips, clip=str(tmp_path / 'clip'), out=str(tmp_path / 'o')))
   assert not (tmp_path / 'o').exists()
   with pytest.raises(FileNotFoundError, match='not a folder'):
-    job.run(_config(data=dataset, clip=str(tmp_path / 'no_clip'), out=str(tmp_path / 'o')))
+    job.run(_config(data=procedural_clips, clip=str(tmp_path / 'no_clip'), out=str(tmp_path / 'o')))
   root = tmp_path / 'root'
   for sub in (R.VISIBLE, R.AMODAL):
     (root / sub / 'seq').mkdir(parents=True)
@@ -181,9 +170,9 @@ def test_bad_inputs(tmp_path, dataset):
   assert not (tmp_path / 'o' / job.METRICS).exists()
 
 
-def test_run_py_missing_predictions_one_line(tmp_path, dataset):
+def test_run_py_missing_predictions_one_line(tmp_path, procedural_clips):
   out = tmp_path / 'eval'
-  p = subprocess.run([sys.executable, 'run.py', '--config', 'configs/eval.py', f'--config.data={dataset}',
+  p = subprocess.run([sys.executable, 'run.py', '--config', 'configs/eval.py', f'--config.data={procedural_clips}',
                       f'--config.out={out}'], cwd=ROOT, capture_output=True, text=True, timeout=300,
                      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert p.returncode != 0
@@ -218,11 +207,11 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.mark.slow  # compiles the tiny sampler: ~1 min of CPU; tests/infer covers batch inference itself
-def test_inference_then_evaluation(dataset, tiny_checkpoint, tmp_path):
+def test_inference_then_evaluation(procedural_clips, tiny_checkpoint, tmp_path):
   """With a checkpoint the job completes the sequences first (batch inference), then scores what it wrote:
   the same records as evaluating those files afterwards; a rerun completes nothing again."""
   out = tmp_path / 'eval'
-  c = _config(data=dataset, out=str(out), checkpoint=str(tiny_checkpoint), max_videos=2)
+  c = _config(data=procedural_clips, out=str(out), checkpoint=str(tiny_checkpoint), max_videos=2)
   c.infer.sampler.steps, c.infer.sampler.window_length, c.infer.sampler.stride = 2, 4, 2
   job.run(c)
   preds = out / job.PREDICTIONS
