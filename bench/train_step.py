@@ -23,11 +23,12 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from interleave import interleaved  # noqa: E402  (bench/, the script's own folder)
 
 CONFIGS = {
     'small': dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, cross_attention_dim=256,
@@ -227,14 +228,9 @@ def main() -> None:
       theirs = torch_step(stage, t_unet, t_text, z)
       del unet, te
       losses = (theirs(), ours())  # warm-up
-      times = {'torch': [], 'ours': []}
-      for _ in range(args.repeats):
-        for side, fn in (('torch', theirs), ('ours', ours)):
-          t0 = time.perf_counter()
-          fn()
-          times[side].append(time.perf_counter() - t0)
+      medians, times = interleaved({'torch': theirs, 'ours': ours}, args.repeats)
       peaks = {side: peak_added_rss(fn) for side, fn in (('torch', theirs), ('ours', ours))}
-      tq, oq = statistics.median(times['torch']), statistics.median(times['ours'])
+      tq, oq = medians['torch'], medians['ours']
       shape = f'{batch}x{args.frames}' if stage == 'motion' else f'{batch}'
       rows.append((name, stage, shape, trained, tq, oq, compile_s, peaks['torch'], peaks['ours'], temp))
       print(f'  {name} {stage} batch {shape}: torch {tq * 1e3:.0f} ms, ours {oq * 1e3:.0f} ms, ratio {oq / tq:.2f}, '

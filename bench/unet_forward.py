@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from interleave import interleaved  # noqa: E402  (bench/, the script's own folder)
 
 CONFIGS = {
     'sd15': dict(),  # UNetConfig.sd15()
@@ -92,13 +93,8 @@ def main() -> None:
 
       ref, got = run_torch().numpy(), np.asarray(run_ours()).transpose(0, 3, 1, 2)  # warm-up + sanity
       err = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
-      times = {'torch': [], 'ours': []}
-      for _ in range(args.repeats):
-        for side, fn in (('torch', run_torch), ('ours', run_ours)):
-          t0 = time.perf_counter()
-          fn()
-          times[side].append(time.perf_counter() - t0)
-      tq, oq = statistics.median(times['torch']), statistics.median(times['ours'])
+      medians, times = interleaved({'torch': run_torch, 'ours': run_ours}, args.repeats)
+      tq, oq = medians['torch'], medians['ours']
       rows.append((name, batch, tq, oq, oq / tq, compile_s, err))
       print(f'  {name} batch {batch}: torch {tq * 1e3:.0f} ms, ours {oq * 1e3:.0f} ms, ratio {oq / tq:.2f}, '
             f'compile {compile_s:.1f} s, rel err {err:.1e}  (torch runs {[round(v * 1e3) for v in times["torch"]]}'
