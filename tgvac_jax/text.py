@@ -1,8 +1,9 @@
 """Text to CLIP token ids.
 
 Real weights come with their `tokenizer/` folder (transformers' `CLIPTokenizer`). Models trained from scratch here
-(the demo, tests) use a character-level CLIP vocabulary written by `write_char_tokenizer`: a real
-`CLIPTokenizer`, so the rest of the code never knows the difference.
+(the demo, tests) use a character-level CLIP vocabulary written by `write_char_tokenizer`, optionally with whole-word
+tokens for a known vocabulary (as CLIP's BPE has one token for "red" or "heart"): a real `CLIPTokenizer`, so the
+rest of the code never knows the difference.
 """
 
 from __future__ import annotations
@@ -28,23 +29,45 @@ def load_tokenizer(folder: str | os.PathLike):
   return CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def write_char_tokenizer(folder: str | os.PathLike) -> int:
+def write_char_tokenizer(folder: str | os.PathLike, words: Sequence[str] = ()) -> int:
   """Writes a character-level CLIP tokenizer to `folder`; returns its vocabulary size.
 
-  Ids: 0 start, 1 end (also padding), then each character of `CHARS` alone and word-final (`c</w>`).
+  Ids: 0 start, 1 end (also padding), then each character of `CHARS` alone and word-final (`c</w>`), then
+  the pieces BPE merges build each of `words` from, up to the whole word (`word</w>`), so a caption
+  made of known words is one token per word and any other word still tokenizes, character by character. A frozen
+  random text encoder (the from-scratch stand-in for CLIP) then gives each known word its own embedding.
   """
   from transformers import CLIPTokenizer  # pylint: disable=import-outside-toplevel
   vocab = {'<|startoftext|>': 0, '<|endoftext|>': 1}
   for c in CHARS:
     vocab[c] = len(vocab)
     vocab[c + '</w>'] = len(vocab)
+  words = list(dict.fromkeys(w.lower() for w in words))
+  for word in words:
+    if not word or any(c not in CHARS for c in word):
+      raise ValueError(f'tokenizer word {word!r}: only {CHARS!r} may appear in a word')
+  merges: list[str] = []
   with tempfile.TemporaryDirectory() as raw:
-    with open(os.path.join(raw, 'vocab.json'), 'w') as f:
-      json.dump(vocab, f)
-    with open(os.path.join(raw, 'merges.txt'), 'w') as f:
-      f.write('#version: 0.2\n')
-    tok = CLIPTokenizer(os.path.join(raw, 'vocab.json'), os.path.join(raw, 'merges.txt'),
-                        pad_token='<|endoftext|>', model_max_length=MAX_LENGTH)
+    def tokenizer():
+      with open(os.path.join(raw, 'vocab.json'), 'w') as f:
+        json.dump(vocab, f)
+      with open(os.path.join(raw, 'merges.txt'), 'w') as f:
+        f.write('#version: 0.2\n' + ''.join(m + '\n' for m in merges))
+      return CLIPTokenizer(os.path.join(raw, 'vocab.json'), os.path.join(raw, 'merges.txt'),
+                           pad_token='<|endoftext|>', model_max_length=MAX_LENGTH)
+    tok = tokenizer()
+    for _ in range(sum(len(w) for w in words) + 1):  # each round merges one more pair of every word still split
+      split = [pieces for pieces in (tok.tokenize(w) for w in words) if len(pieces) > 1]
+      if not split:
+        break
+      for pieces in split:   # join its first two pieces; BPE applies the new merge after the earlier ones
+        merge = f'{pieces[0]} {pieces[1]}'
+        if merge not in merges:
+          merges.append(merge)
+          vocab.setdefault(pieces[0] + pieces[1], len(vocab))
+      tok = tokenizer()
+    else:
+      raise ValueError(f'tokenizer words {words}: could not give each word one token')
     tok.save_pretrained(str(folder))
   return len(vocab)
 

@@ -260,6 +260,11 @@ class ProceduralSource(Source):
                 pan=rng.uniform(-0.6, 0.6, 2) * (rng.random() < 0.6))
 
   @staticmethod
+  def caption_words() -> tuple[str, ...]:
+    """Every word a caption may hold (`caption_of`), for a tokenizer with one token per word."""
+    return ('a',) + tuple(SIZES) + tuple(COLOURS) + PATTERNS + SHAPES
+
+  @staticmethod
   def caption_of(sp: dict) -> str:
     pattern = '' if sp['pattern'] == 'plain' else sp['pattern'] + ' '
     return f"a {sp['size']} {sp['colour']} {pattern}{sp['shape']}"
