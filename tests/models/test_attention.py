@@ -81,16 +81,16 @@ def test_bf16_output_dtype():
 
 def test_only_cpu_takes_the_blocked_path_by_default(monkeypatch):
   assert jax.default_backend() == 'cpu'
-  assert attention.blocked(None, 1024, 1024)
-  assert not attention.blocked(None, BLK, 1024)       # one block of queries: one shot
-  assert not attention.blocked(None, 1024, 77)        # cross-attention to text tokens: one shot
-  assert not attention.blocked('xla', 1024, 1024) and not attention.blocked('cudnn', 1024, 1024)
-  assert attention.blocked('blocked', 8, 8)
+  assert attention.blocked(None, 1024)
+  assert attention.blocked(None, attention.CPU_MIN_QUERIES)
+  assert not attention.blocked(None, attention.CPU_MIN_QUERIES - 1)   # a motion module's frames: one shot
+  assert not attention.blocked('xla', 1024) and not attention.blocked('cudnn', 1024)
+  assert attention.blocked('blocked', 8)
   for backend in ('gpu', 'tpu'):
     monkeypatch.setattr(jax, 'default_backend', lambda b=backend: b)
-    assert not attention.blocked(None, 4096, 4096)
+    assert not attention.blocked(None, 4096)
   with pytest.raises(ValueError, match="'flash'.*choose from"):
-    attention.blocked('flash', 8, 8)
+    attention.blocked('flash', 8)
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 On GPU/TPU everything goes through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU with
 `implementation='cudnn'` where shapes allow, a plain XLA softmax(QK^T)V elsewhere). On CPU, attention over long
 query sequences (the UNet's and the VAE mid-block's 1024 tokens at a 32x32 latent, 4096 at 64x64; CLIP vision's
-257) is computed block by block of queries instead: the score block stays in cache, and XLA:CPU runs it 2-6x
-faster than the one-shot form. `blocked()` is the one place that decides.
+257), and their cross-attention to 77 text tokens, is computed block by block of queries instead, with a
+FlashAttention-style backward: XLA:CPU runs it 2-6x faster than the one-shot form, and its backward 2-4x faster
+than the autodiff of the one-shot form (`bench/attention.py`). `blocked()` is the one place that decides.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-# Queries per block on the CPU path (read at trace time); sequences up to this long are computed in one shot.
+# Queries per block on the CPU path (read at trace time), and the fewest queries that take it (shorter ones, such as
+# a motion module's frames, are faster in the one-shot form: `bench/attention.py`).
 CPU_QUERY_BLOCK = 128
+CPU_MIN_QUERIES = 64
 IMPLEMENTATIONS = (None, 'xla', 'cudnn', 'blocked')
 
 
@@ -33,16 +36,16 @@ def merge_heads(x: jax.Array) -> jax.Array:
   return x.reshape(b, t, h * d)
 
 
-def blocked(implementation: str | None, num_queries: int, num_keys: int) -> bool:
-  """Whether `attend` takes the blocked-query path: 'blocked' always; None on the CPU backend when the queries
-  span several blocks and the keys at least one (cross-attention to 77 text tokens is faster in one shot);
-  never for 'xla' / 'cudnn', nor on GPU/TPU by default."""
+def blocked(implementation: str | None, num_queries: int) -> bool:
+  """Whether `attend` takes the blocked-query path: 'blocked' always; None on the CPU backend for at least
+  `CPU_MIN_QUERIES` queries, whatever the keys (cross-attention to 77 text tokens included: its FlashAttention-style
+  backward is 2-4x faster than differentiating the one-shot form); never for 'xla' / 'cudnn', nor on GPU/TPU by
+  default."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'attention implementation {implementation!r}; choose from {IMPLEMENTATIONS}')
   if implementation == 'blocked':
     return True
-  return (implementation is None and jax.default_backend() == 'cpu' and num_queries > CPU_QUERY_BLOCK
-          and num_keys >= CPU_QUERY_BLOCK)
+  return implementation is None and jax.default_backend() == 'cpu' and num_queries >= CPU_MIN_QUERIES
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, *, is_causal: bool = False,
@@ -53,7 +56,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, *, is_causal: b
   `implementation`: None (blocked on CPU, XLA picks elsewhere), 'xla', 'cudnn' (GPU flash attention, bf16/fp16
   only) or 'blocked' (the CPU path on any backend).
   """
-  if blocked(implementation, q.shape[1], k.shape[1]):
+  if blocked(implementation, q.shape[1]):
     return _blocked_attention(q, k, v, heads, is_causal=is_causal, mask=mask)
   out = jax.nn.dot_product_attention(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads),
                                      mask=mask, is_causal=is_causal, implementation=implementation)
