@@ -118,3 +118,24 @@ def test_vae_stage_loss_and_training():
   print(f'vae stage: loss {losses[0]:.5f} (reference {want:.5f}) -> {losses[-1]:.5f} after 5 steps')
   np.testing.assert_allclose(losses[0], want, rtol=1e-4)
   assert losses[-1] < losses[0]
+
+
+def test_zero_terminal_snr_schedule_is_diffusers():
+  """config.diffusion.rescale_betas_zero_snr: the trainer's noise process is diffusers' rescaled one (terminal
+  alpha-bar 0), and it is refused without v-prediction, before anything is built."""
+  import diffusers  # pylint: disable=import-outside-toplevel
+
+  from tgvac_jax.train import state, step  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train.config import base_config  # pylint: disable=import-outside-toplevel
+  c = base_config()
+  c.diffusion.rescale_betas_zero_snr = True
+  c.diffusion.prediction_type = 'v_prediction'
+  theirs = diffusers.DDPMScheduler(beta_schedule='scaled_linear', beta_start=0.00085, beta_end=0.012,
+                                   rescale_betas_zero_snr=True, prediction_type='v_prediction').alphas_cumprod
+  ours = step.alphas_cumprod(c)
+  np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-5, atol=1e-7)
+  assert ours[-1] < 1e-7 and step.schedule_config(c).rescale_betas_zero_snr
+  c.diffusion.prediction_type = 'epsilon'
+  mesh = sharding.make_mesh(c.mesh)
+  with pytest.raises(ValueError, match='rescale_betas_zero_snr needs diffusion.prediction_type=v_prediction'):
+    state.check_config(c, mesh)

@@ -66,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.diffusion.beta_end = 0.012
   c.diffusion.num_train_timesteps = 1000
   c.diffusion.prediction_type = 'epsilon'
+  c.diffusion.rescale_betas_zero_snr = False  # zero terminal SNR (Lin et al. 2024); needs v_prediction
   c.diffusion.snr_gamma = 0.0     # min-SNR weighting; 0 disables
 
   # Classifier-free guidance training: drop the text, the image concat, or both (pix2gestalt: 5% each).

@@ -134,6 +134,9 @@ def check_config(config, mesh) -> None:
                      'to at most 1')
   if config.vae_loss.reconstruction not in ('l1', 'mse'):
     raise ValueError(f"vae_loss.reconstruction must be 'l1' or 'mse', got {config.vae_loss.reconstruction!r}")
+  if config.diffusion.rescale_betas_zero_snr and config.diffusion.prediction_type != 'v_prediction':
+    raise ValueError('diffusion.rescale_betas_zero_snr needs diffusion.prediction_type=v_prediction (at zero '
+                     f'terminal SNR the noise says nothing about the image), got {config.diffusion.prediction_type!r}')
   if not 0 <= config.ema_decay < 1:
     raise ValueError(f'ema_decay must be in [0, 1), got {config.ema_decay}')
   if config.optim.schedule not in ('constant', 'cosine'):

@@ -32,7 +32,8 @@ def schedule_config(config) -> sch.ScheduleConfig:
   this one, so inference samples what was trained."""
   d = config.diffusion
   return sch.ScheduleConfig(num_train_timesteps=d.num_train_timesteps, beta_start=d.beta_start, beta_end=d.beta_end,
-                            beta_schedule=d.beta_schedule, prediction_type=d.prediction_type)
+                            beta_schedule=d.beta_schedule, prediction_type=d.prediction_type,
+                            rescale_betas_zero_snr=bool(d.rescale_betas_zero_snr))
 
 
 def alphas_cumprod(config) -> np.ndarray:
