@@ -4,8 +4,9 @@ On GPU/TPU everything goes through `jax.nn.dot_product_attention` (cuDNN flash a
 `implementation='cudnn'` where shapes allow, a plain XLA softmax(QK^T)V elsewhere). On CPU, attention over long
 query sequences (the UNet's and the VAE mid-block's 1024 tokens at a 32x32 latent, 4096 at 64x64; CLIP vision's
 257), and their cross-attention to 77 text tokens, is computed block by block of queries instead, with a
-FlashAttention-style backward: XLA:CPU runs it 2-6x faster than the one-shot form, and its backward 2-4x faster
-than the autodiff of the one-shot form (`bench/attention.py`). `blocked()` is the one place that decides.
+FlashAttention-style backward: XLA:CPU runs the forward 1.3-3x and forward+backward 1.1-5.5x faster than the
+one-shot form and its autodiff (`bench/attention.py`, the shapes our models use). `blocked()` is the one place
+that decides.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def merge_heads(x: jax.Array) -> jax.Array:
 
 def blocked(implementation: str | None, num_queries: int) -> bool:
   """Whether `attend` takes the blocked-query path: 'blocked' always; None on the CPU backend for at least
-  `CPU_MIN_QUERIES` queries, whatever the keys (cross-attention to 77 text tokens included: its FlashAttention-style
-  backward is 2-4x faster than differentiating the one-shot form); never for 'xla' / 'cudnn', nor on GPU/TPU by
+  `CPU_MIN_QUERIES` queries, whatever the keys (cross-attention to 77 text tokens included: forward+backward
+  1.1-3x faster than the one-shot form's autodiff); never for 'xla' / 'cudnn', nor on GPU/TPU by
   default."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'attention implementation {implementation!r}; choose from {IMPLEMENTATIONS}')
