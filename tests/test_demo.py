@@ -15,17 +15,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_stage_configs_share_the_demo_noise_process(tmp_path):
-  """The frame and motion stages train with the demo's prediction type (the motion stage refuses a frame
-  checkpoint with another schedule); the autoencoder has none."""
+  """The frame and motion stages train with the demo's `diffusion` block (prediction type, zero terminal SNR,
+  loss weighting; the motion stage refuses a frame checkpoint with another schedule); the autoencoder has none."""
   from configs import demo as demo_config
   from configs import frame, motion, vae
   from tgvac_jax import demo
   c = demo_config.get_config('quick')
   c.diffusion.prediction_type = 'epsilon' if c.diffusion.prediction_type != 'epsilon' else 'v_prediction'
+  c.diffusion.rescale_betas_zero_snr = not c.diffusion.rescale_betas_zero_snr
+  c.diffusion.snr_gamma = c.diffusion.snr_gamma + 3.0
   for stage, base in (('frame', frame), ('motion', motion)):
     t = demo._trainer_config(c, base.get_config('tiny'), stage, tmp_path / stage, 'ds', 'init')
-    assert t.diffusion.prediction_type == c.diffusion.prediction_type
-    assert t.diffusion.snr_gamma == c[stage].snr_gamma
+    assert {k: t.diffusion[k] for k in c.diffusion} == c.diffusion.to_dict()
   t = demo._trainer_config(c, vae.get_config('tiny'), 'vae', tmp_path / 'vae', 'ds')
   assert t.diffusion.prediction_type == vae.get_config('tiny').diffusion.prediction_type
 

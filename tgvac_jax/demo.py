@@ -118,8 +118,8 @@ def _trainer_config(c, base, stage: str, workdir: Path, dataset: str, init: str 
   t.log.val_every = 0
   t.compute_dtype = 'float32'
   if stage != 'vae':
-    t.diffusion.snr_gamma = s.snr_gamma
-    t.diffusion.prediction_type = c.diffusion.prediction_type
+    for k, v in c.diffusion.items():
+      t.diffusion[k] = v
   return t
 
 

@@ -175,3 +175,27 @@ def test_export_pipeline_writes_the_training_schedule(tmp_path):
   back = scheduler_config.read(out)
   assert back == scheduler_config.Scheduler(ScheduleConfig(prediction_type='v_prediction', beta_schedule='linear'))
   np.testing.assert_allclose(alphas_cumprod(back.schedule), alphas_cumprod(schedule_config(cfg)), rtol=0, atol=1e-7)
+
+
+def test_export_pipeline_samples_zero_terminal_snr_from_pure_noise(tmp_path):
+  """A zero-terminal-SNR model is exported with `trailing` DDIM spacing: diffusers' scheduler loaded from the
+  folder then starts at t = 999 (SNR 0, the step training saw as pure noise), and our sampler visits the same
+  timesteps."""
+  import diffusers  # pylint: disable=import-outside-toplevel
+
+  from tgvac_jax.diffusion import ddim  # pylint: disable=import-outside-toplevel
+  cfg = base_config()
+  cfg.diffusion.prediction_type, cfg.diffusion.rescale_betas_zero_snr = 'v_prediction', True
+  model = nnx.eval_shape(lambda: CLIPTextModel(CLIPTextConfig(
+      vocab_size=8, hidden_size=8, intermediate_size=8, projection_dim=8, num_hidden_layers=1, num_attention_heads=1),
+      rngs=nnx.Rngs(0)))
+  nnx.update(model, jax.tree.map(jnp.zeros_like, nnx.state(model)))
+  out = C.export_pipeline(tmp_path / 'model', {'text_encoder': model}, None, schedule_config(cfg))
+  theirs = diffusers.DDIMScheduler.from_pretrained(out / 'scheduler')
+  theirs.set_timesteps(6)
+  assert theirs.config.timestep_spacing == 'trailing' and int(theirs.timesteps[0]) == 999
+  back = scheduler_config.read(out)
+  ours = ddim.timesteps(back.schedule, back.sampler_ddim(ddim.DDIMConfig(num_inference_steps=6)))
+  np.testing.assert_array_equal(ours, theirs.timesteps.numpy())
+  # without the rescale the spacing stays SD-1.5's `leading` (its first step is t = 834 of 1000 at 6 steps)
+  assert ddim.for_schedule(schedule_config(base_config())).timestep_spacing == 'leading'

@@ -42,6 +42,15 @@ class DDIMConfig:
       raise ValueError(f'eta must be >= 0, got {self.eta}')
 
 
+def for_schedule(schedule: sch.ScheduleConfig, **settings) -> DDIMConfig:
+  """DDIM settings a model trained with `schedule` should be sampled with: `trailing` spacing when the terminal
+  SNR is zero (Lin et al. 2024 §3.3: `leading` never visits t = T - 1, the one step that starts from pure noise
+  as training did)."""
+  if schedule.rescale_betas_zero_snr:
+    settings.setdefault('timestep_spacing', 'trailing')
+  return DDIMConfig(**settings)
+
+
 def timesteps(schedule: sch.ScheduleConfig, cfg: DDIMConfig) -> np.ndarray:
   """The descending timesteps DDIM visits (diffusers' `set_timesteps`); raises if steps > training steps."""
   return sch.inference_timesteps(schedule.num_train_timesteps, cfg.num_inference_steps, cfg.timestep_spacing,

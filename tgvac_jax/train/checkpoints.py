@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
+from tgvac_jax.diffusion import ddim
 from tgvac_jax.diffusion.schedule import ScheduleConfig
 from tgvac_jax.diffusion.scheduler_config import Scheduler
 from tgvac_jax.models.checkpoint import save_pipeline
@@ -118,11 +119,12 @@ class StopSignal:
 def export_pipeline(out: str | os.PathLike, modules: Mapping[str, nnx.Module], tokenizer_dir: str | None,
                     schedule: ScheduleConfig | None = None) -> Path:
   """Writes the pipeline folder `out` (components, a copy of the tokenizer and, for the diffusion stages, the
-  `schedule` they trained with as scheduler/, which inference samples with) atomically, from process 0.
+  `schedule` they trained with as scheduler/, with the DDIM spacing that schedule needs, which inference samples
+  with) atomically, from process 0.
   `modules` must be addressable here (`Trainee.export_modules` gathers them to every process)."""
   out = Path(out).absolute()
   if jax.process_index() == 0:
     save_pipeline(out, modules, {'tokenizer': tokenizer_dir} if tokenizer_dir else None,
-                  scheduler=Scheduler(schedule) if schedule is not None else None)
+                  scheduler=Scheduler(schedule, ddim.for_schedule(schedule)) if schedule is not None else None)
     logging.info('exported EMA weights to %s', out)
   return out

@@ -19,7 +19,7 @@ from flax import nnx
 
 from tgvac_jax import text
 from tgvac_jax.data.pipeline import LoaderConfig, clip_dataset
-from tgvac_jax.diffusion.ddim import DDIMConfig
+from tgvac_jax.diffusion import ddim
 from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig
 from tgvac_jax.infer.complete import AmodalCompleter, CompletionConfig
 from tgvac_jax.models.checkpoint import atomic_folder
@@ -72,8 +72,10 @@ class Validator:
     c = self.config
     b = self.clips
     if 'unet' in modules:
+      schedule = schedule_config(c)
       sampler = TemporalSamplerConfig(window_length=c.data.clip_len, stride=max(1, c.data.clip_len // 2),
-                                      schedule=schedule_config(c), ddim=DDIMConfig(num_inference_steps=c.log.val_steps))
+                                      schedule=schedule,
+                                      ddim=ddim.for_schedule(schedule, num_inference_steps=c.log.val_steps))
       completer = AmodalCompleter(modules['unet'], modules['vae'], modules['text_encoder'],
                                   text.Tokenize(tokenizer_dir), CompletionConfig(sampler=sampler))
       out = completer(b['occluded'], b['visible_mask'].astype(bool), [str(x) for x in b['caption']], seed=c.seed)
