@@ -33,9 +33,9 @@ TINY = ('--config', 'configs/frame.py:tiny', '--config.data.size=16', '--config.
 class Run:
   """A run.py subprocess writing into `workdir` (its output in `workdir`.log)."""
 
-  def __init__(self, workdir: Path, *args: str, devices: int = 8):
+  def __init__(self, workdir: Path, *args: str, devices: int = 8, log: str = ''):
     self.workdir = workdir
-    self.log = workdir.parent / f'{workdir.name}.log'
+    self.log = workdir.parent / (log or f'{workdir.name}.log')
     env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu',
                JAX_COMPILATION_CACHE_DIR=str(TMP / 'xla-cache'), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')

@@ -4,6 +4,7 @@ The workers load the weights from a pipeline folder (the sharded, multi-host rea
 is the same weights initialised in this process."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
-from tests.train import tiny
+from tests.train import runs, tiny
 from tests.train.mp_worker import STEPS
 from tgvac_jax.train import sharding
+from tgvac_jax.train.checkpoints import CHECKPOINT_DIR, MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,3 +59,28 @@ def test_two_processes_equal_one(tmp_path):
   worst = max(float(np.abs(got[k] - v).max()) for k, v in ref.items())
   print(f'params after {STEPS} steps: max |difference| {worst:.2e}')
   assert worst <= 1e-6
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_on_sigterm():
+  """A preemption notice reaching one process of a two-process run (jax.distributed, 4 CPU devices each) stops
+  both at the same step, after a committed checkpoint of that step and the exported model, with exit status 0.
+  (Before: the trainer's Python SIGTERM handler hid the signal from JAX's preemption sync and both kept going.)"""
+  port = _free_port()
+  workdir = runs.TMP / 'two_processes'
+  args = ('--config.num_steps=1000', '--config.distributed.initialize=True',
+          f'--config.distributed.coordinator_address=127.0.0.1:{port}', '--config.distributed.num_processes=2')
+  procs = [runs.Run(workdir, *args, f'--config.distributed.process_id={i}', devices=4, log=f'two_processes_{i}.log')
+           for i in range(2)]
+  procs[0].wait_for(lambda: max(procs[0].losses(), default=0) >= runs.EVERY + 2)
+  procs[1].proc.send_signal(signal.SIGTERM)
+  codes = [p.wait(timeout=300) for p in procs]
+  assert codes == [0, 0], '\n'.join(p.output() for p in procs)
+  got = runs.losses(workdir)
+  stop = max(got)
+  assert sorted(got) == list(range(1, stop + 1)) and stop < 1000
+  steps = sorted(int(d) for d in os.listdir(workdir / CHECKPOINT_DIR) if d.isdigit())
+  assert steps[-1] == stop, (steps, stop)
+  assert not [p for p in (workdir / CHECKPOINT_DIR).iterdir() if 'tmp' in p.name]
+  assert f'stop signal: saved step {stop}' in procs[0].output(20000), procs[0].output()
+  assert (workdir / MODEL_DIR / 'unet' / 'model.safetensors').is_file()

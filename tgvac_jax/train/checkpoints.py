@@ -95,12 +95,18 @@ class Checkpoints:
 
 
 class StopSignal:
-  """SIGTERM (cluster preemption, `kill`) -> stop at the end of the current step, after a checkpoint."""
+  """SIGTERM (cluster preemption, `kill`) -> stop at the end of the current step, after a checkpoint.
+
+  One process: a Python handler sets a flag. Several: JAX's preemption sync manager (started by
+  `jax.distributed.initialize`) catches the signal on whichever process gets it and the processes agree through
+  the coordination service on the step to stop at; a Python handler would take SIGTERM from it, and the others
+  would never hear of the notice (measured: a two-process run kept training)."""
 
   def __init__(self, manager: ocp.CheckpointManager | None = None):
     self.manager = manager
     self.received = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self.collective = jax.process_count() > 1 and manager is not None
+    self._previous = None if self.collective else signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     self.received = True
@@ -108,12 +114,13 @@ class StopSignal:
   def __call__(self, step: int) -> bool:
     """Whether to stop after `step`; collective over processes when there are several (call on all, every
     step)."""
-    if jax.process_count() > 1 and self.manager is not None:
+    if self.collective:
       return bool(self.manager.reached_preemption(step))
     return self.received
 
   def restore(self) -> None:
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self.collective:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def export_pipeline(out: str | os.PathLike, modules: Mapping[str, nnx.Module], tokenizer_dir: str | None,
