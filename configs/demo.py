@@ -63,9 +63,9 @@ def _full() -> ml_collections.ConfigDict:
   # The trainer's `diffusion` block for both diffusion stages. v-prediction (the network predicts
   # sqrt(abar) eps - sqrt(1 - abar) x0): with epsilon prediction the tiny from-scratch UNet ignored its
   # conditioning at high noise (occluded mIoU 17 vs 31 after 1000 steps, same data). Zero terminal SNR, sampled
-  # with trailing DDIM steps (the exported scheduler/ says so): frame stage 50.8 -> 56.7 at guidance 2. No min-SNR weighting:
-  # with v-prediction it all but removes the high-noise steps from the loss, where the object's position is
-  # decided (gamma 5 -> off: frame stage 36.5 -> 47.6, motion stage 50.2 -> 54.2 at guidance 3).
+  # with trailing DDIM steps (the exported scheduler/ says so): frame stage 50.8 -> 56.7 at guidance 2. No min-SNR
+  # weighting: with v-prediction it all but removes the high-noise steps from the loss, where the object's
+  # position is decided (gamma 5 -> off: frame stage 36.5 -> 47.6, motion stage 50.2 -> 54.2 at guidance 3).
   c.diffusion = ml_collections.ConfigDict({'prediction_type': 'v_prediction', 'rescale_betas_zero_snr': True,
                                            'snr_gamma': 0.0})
 

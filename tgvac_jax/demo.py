@@ -118,8 +118,7 @@ def _trainer_config(c, base, stage: str, workdir: Path, dataset: str, init: str 
   t.log.val_every = 0
   t.compute_dtype = 'float32'
   if stage != 'vae':
-    for k, v in c.diffusion.items():
-      t.diffusion[k] = v
+    t.diffusion.update(c.diffusion)
   return t
 
 

@@ -162,15 +162,20 @@ def test_export_pipeline_loads_back_equal(tmp_path):
   assert text.Tokenize(out / 'tokenizer')('a cat').shape == (77,)
 
 
-def test_export_pipeline_writes_the_training_schedule(tmp_path):
-  """The diffusion stages export config.diffusion as scheduler/, which inference reads back unchanged."""
-  cfg = base_config()
-  cfg.diffusion.prediction_type, cfg.diffusion.beta_schedule = 'v_prediction', 'linear'
+def _export_with_schedule(out, cfg):
+  """A pipeline folder of one zero-weight tiny component and `cfg`'s training schedule."""
   model = nnx.eval_shape(lambda: CLIPTextModel(CLIPTextConfig(
       vocab_size=8, hidden_size=8, intermediate_size=8, projection_dim=8, num_hidden_layers=1, num_attention_heads=1),
       rngs=nnx.Rngs(0)))
   nnx.update(model, jax.tree.map(jnp.zeros_like, nnx.state(model)))
-  out = C.export_pipeline(tmp_path / 'model', {'text_encoder': model}, None, schedule_config(cfg))
+  return C.export_pipeline(out, {'text_encoder': model}, None, schedule_config(cfg))
+
+
+def test_export_pipeline_writes_the_training_schedule(tmp_path):
+  """The diffusion stages export config.diffusion as scheduler/, which inference reads back unchanged."""
+  cfg = base_config()
+  cfg.diffusion.prediction_type, cfg.diffusion.beta_schedule = 'v_prediction', 'linear'
+  out = _export_with_schedule(tmp_path / 'model', cfg)
   assert sorted(p.name for p in out.iterdir()) == ['scheduler', 'text_encoder']
   back = scheduler_config.read(out)
   assert back == scheduler_config.Scheduler(ScheduleConfig(prediction_type='v_prediction', beta_schedule='linear'))
@@ -186,11 +191,7 @@ def test_export_pipeline_samples_zero_terminal_snr_from_pure_noise(tmp_path):
   from tgvac_jax.diffusion import ddim  # pylint: disable=import-outside-toplevel
   cfg = base_config()
   cfg.diffusion.prediction_type, cfg.diffusion.rescale_betas_zero_snr = 'v_prediction', True
-  model = nnx.eval_shape(lambda: CLIPTextModel(CLIPTextConfig(
-      vocab_size=8, hidden_size=8, intermediate_size=8, projection_dim=8, num_hidden_layers=1, num_attention_heads=1),
-      rngs=nnx.Rngs(0)))
-  nnx.update(model, jax.tree.map(jnp.zeros_like, nnx.state(model)))
-  out = C.export_pipeline(tmp_path / 'model', {'text_encoder': model}, None, schedule_config(cfg))
+  out = _export_with_schedule(tmp_path / 'model', cfg)
   theirs = diffusers.DDIMScheduler.from_pretrained(out / 'scheduler')
   theirs.set_timesteps(6)
   assert theirs.config.timestep_spacing == 'trailing' and int(theirs.timesteps[0]) == 999
