@@ -7,12 +7,18 @@ import time
 from collections.abc import Callable, Mapping
 
 
-def interleaved(sides: Mapping[str, Callable[[], object]], repeats: int) -> tuple[dict[str, float],
-                                                                                  dict[str, list[float]]]:
-  """Runs every side once per round, `repeats` rounds; (median seconds per side, every run's seconds per side)."""
+def interleaved(sides: Mapping[str, Callable[[], object]], repeats: int, pause_s: float = 0.0
+                ) -> tuple[dict[str, float], dict[str, list[float]]]:
+  """Runs every side once per round, `repeats` rounds; (median seconds per side, every run's seconds per side).
+
+  `pause_s`: idle seconds before each run, so a side starts on quiet cores. PyTorch's OpenMP workers keep spinning
+  for a while after its last parallel region; without a pause the side that runs right after torch shares the
+  cores with them (bench/train_step.py on a 2-core Intel Xeon: our step 229-304 ms after torch's, 207-213 ms after
+  a 0.5 s pause). Useful only for runs much longer than a thread wake-up (a few ms)."""
   runs = {side: [] for side in sides}
   for _ in range(repeats):
     for side, fn in sides.items():
+      time.sleep(pause_s)
       t0 = time.perf_counter()
       fn()
       runs[side].append(time.perf_counter() - t0)

@@ -11,11 +11,11 @@ conditions for classifier-free guidance (the empty caption's embedding from the 
 forward, ε-MSE, backward, global-norm clipping (1.0), AdamW, EMA of the trained weights. Ours is the trainer's
 step (`train/step.py` via `make_train_step`, jitted with the state donated, as `state.setup` does, on one
 device, fp32); theirs is the usual diffusers training loop body (fp32, eager, `torch.optim.AdamW`,
-`clip_grad_norm_`, `torch._foreach_lerp_` EMA). Runs are interleaved (torch, ours, torch, ...) and the medians
-reported, since the CPU may be shared. `ratio` = ours / torch (goal <= 0.8). `compile` = our trace + XLA
-compile. `peak MiB` = the most resident memory one step adds over the resident memory before it (the kernel's
-peak-RSS mark, reset before the step: activations, gradients, temporaries); `XLA temp` = the compiled step's
-temporary buffers (XLA's own count).
+`clip_grad_norm_`, `torch._foreach_lerp_` EMA). Runs are interleaved (torch, ours, torch, ...), each after a
+0.5 s pause (`bench/interleave.py` says why), and the medians reported, since the CPU may be shared. `ratio` =
+ours / torch (goal <= 0.8). `compile` = our trace + XLA compile. `peak MiB` = the most resident memory one step
+adds over the resident memory before it (the kernel's peak-RSS mark, reset before the step: activations,
+gradients, temporaries); `XLA temp` = the compiled step's temporary buffers (XLA's own count).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ CONFIGS = {
 }
 MOTION_HEADS = 8
 LR, CLIP, EMA_DECAY, WEIGHT_DECAY = 5e-4, 1.0, 0.9999, 1e-2
+WARMUP = 3  # untimed steps per side: our first steps after compiling run slower (small motion, 2-core Intel Xeon:
+# 2126, 1845, 1664, 1510 ms, then 1382-1518, after one warm-up step)
 
 
 def _status_kib(field: str) -> int:
@@ -100,7 +102,8 @@ def build(name: str, stage: str, frames: int, batch: int, size: int):
 
 
 def ours_step(stage: str, unet, text_encoder, batch: dict):
-  """The trainer's step on one device: (compiled, state, device batch, compile seconds, XLA temp bytes)."""
+  """The trainer's step on one device: (a function running one step, compile seconds, XLA temp bytes, the
+  compiled step)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -138,7 +141,7 @@ def ours_step(stage: str, unet, text_encoder, batch: dict):
   def run():
     holder['state'], metrics = compiled(holder['state'], frozen, x)
     return float(jax.block_until_ready(metrics['loss']))
-  return run, compile_s, temp
+  return run, compile_s, temp, compiled
 
 
 def torch_step(stage: str, unet, text_encoder, batch: dict):
@@ -224,11 +227,12 @@ def main() -> None:
       batch = args.batch if stage == 'frame' else args.clips
       t_unet, t_text, unet, te, z = build(name, stage, args.frames, batch, args.size)
       trained = sum(p.numel() for n, p in t_unet.named_parameters() if stage == 'frame' or 'motion_modules' in n)
-      ours, compile_s, temp = ours_step(stage, unet, te, z)
+      ours, compile_s, temp, _ = ours_step(stage, unet, te, z)
       theirs = torch_step(stage, t_unet, t_text, z)
       del unet, te
-      losses = (theirs(), ours())  # warm-up
-      medians, times = interleaved({'torch': theirs, 'ours': ours}, args.repeats)
+      losses = (theirs(), ours())
+      interleaved({'torch': theirs, 'ours': ours}, WARMUP - 1)
+      medians, times = interleaved({'torch': theirs, 'ours': ours}, args.repeats, pause_s=0.5)
       peaks = {side: peak_added_rss(fn) for side, fn in (('torch', theirs), ('ours', ours))}
       tq, oq = medians['torch'], medians['ours']
       shape = f'{batch}x{args.frames}' if stage == 'motion' else f'{batch}'

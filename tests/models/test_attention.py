@@ -72,6 +72,33 @@ def test_blocked_gradients(masked):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('mask_kind', [None, 'per_batch', 'shared'])
+def test_batch_groups_equal_one_pass(monkeypatch, mask_kind):
+  """With score blocks over `CPU_GROUP_BYTES` the batch is split into groups (5 -> 2, 2, 1); values and gradients
+  still equal the one-shot form, with a per-example mask sliced with its group and a shared one passed whole."""
+  calls = []
+  group = attention._blocked_group  # pylint: disable=protected-access
+  monkeypatch.setattr(attention, '_blocked_group', lambda q, *a, **kw: calls.append(q.shape[0]) or group(q, *a, **kw))
+  monkeypatch.setattr(attention, 'CPU_GROUP_BYTES', 1)
+  q, k, v = _qkv(5, 70, 70, 16, seed=3)
+  kw = {}
+  if mask_kind == 'per_batch':
+    keep = np.ones((5, 1, 70, 70), bool)
+    keep[3, :, :, 30:] = False
+    kw['mask'] = jnp.asarray(keep)
+  elif mask_kind == 'shared':
+    kw['mask'] = jnp.asarray(np.tril(np.ones((70, 70), bool)))  # (Tq, Tk): broadcast over batch and heads
+  w = jnp.asarray(np.random.default_rng(4).standard_normal((5, 70, 16), np.float32))
+  loss = lambda f: lambda q, k, v: jnp.sum(w * f(q, k, v))  # noqa: E731
+  ours = lambda q, k, v: attention.attend(q, k, v, 2, implementation='blocked', **kw)  # noqa: E731
+  np.testing.assert_allclose(np.asarray(ours(q, k, v)), np.asarray(_plain(q, k, v, 2, **kw)), rtol=1e-5, atol=1e-6)
+  assert calls == [2, 2, 1]
+  got = jax.grad(loss(ours), (0, 1, 2))(q, k, v)
+  want = jax.grad(loss(lambda q, k, v: _plain(q, k, v, 2, **kw)), (0, 1, 2))(q, k, v)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-5)
+
+
 def test_bf16_output_dtype():
   q, k, v = (x.astype(jnp.bfloat16) for x in _qkv(1, 2 * BLK, 2 * BLK, 16))
   got = attention.attend(q, k, v, 2, implementation='blocked')
