@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from interleave import interleaved  # noqa: E402  (bench/, the script's own folder)
+from interleave import cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
 
 SHAPES = {
     'demo self 16x16': (16, 256, 8, 4, 256),
@@ -45,7 +45,7 @@ def main() -> None:
 
   from tgvac_jax.models import attention  # pylint: disable=import-outside-toplevel
 
-  cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')), '?')
+  cpu = cpu_name()
   print(f'{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, jax {jax.__version__}, '
         f'torch {torch.__version__}, load avg {os.getloadavg()[0]:.1f}', flush=True)
   rows = []

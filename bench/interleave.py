@@ -7,6 +7,12 @@ import time
 from collections.abc import Callable, Mapping
 
 
+def cpu_name() -> str:
+  """The CPU's model name, which every figure must carry ('?' where /proc/cpuinfo does not say)."""
+  with open('/proc/cpuinfo') as f:
+    return next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), '?')
+
+
 def interleaved(sides: Mapping[str, Callable[[], object]], repeats: int, pause_s: float = 0.0
                 ) -> tuple[dict[str, float], dict[str, list[float]]]:
   """Runs every side once per round, `repeats` rounds; (median seconds per side, every run's seconds per side).

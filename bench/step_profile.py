@@ -7,8 +7,9 @@ stack frames to the Python code that emitted it, and op time is summed per compo
 
 A component is the innermost frame in our package (`models/...`, `train/...`) or optax that emitted the op, with
 every attention-core function counted as one `attention core` and every conv lowering as `conv`; `temporal` marks
-ops under a motion module (the rest are the spatial UNet's, the loss's and the optimizer's). `op ms` sums the ops' own times per step, so on several cores the column may add up to more than the step's
-wall time. The wall time is the median of steps run outside the profiler.
+ops under a motion module (the rest are the spatial UNet's, the loss's and the optimizer's). `op ms` sums the ops'
+own times per step, so on several cores the column may add up to more than the step's wall time. The wall time is
+the median of steps run outside the profiler, after `train_step.WARMUP` untimed ones.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import train_step  # noqa: E402  (bench/, the script's own folder)
+import interleave  # noqa: E402  (bench/, the script's own folder)
+import train_step  # noqa: E402
 
 _SECTIONS = ('FileNames', 'FunctionNames', 'FileLocations', 'StackFrames')
 
@@ -100,7 +102,8 @@ def main() -> None:
   _, _, unet, te, z = train_step.build(args.config, args.stage, args.frames, batch, args.size)
   run, compile_s, _, compiled = train_step.ours_step(args.stage, unet, te, z)
   op_frames, stack = stack_frames(compiled.as_text())
-  run()
+  for _ in range(train_step.WARMUP):
+    run()
   walls = []
   for _ in range(2 * args.steps):
     t0 = time.perf_counter()
@@ -123,7 +126,7 @@ def main() -> None:
       ms[key] += e['dur'] / 1e3 / args.steps
       ops[key] += 1
   total = sum(ms.values())
-  cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')), '?')
+  cpu = interleave.cpu_name()
   shape = f'{batch}x{args.frames}' if args.stage == 'motion' else f'{batch}'
   print(f'{args.config} {args.stage} stage, batch {shape}, {args.size}x{args.size} latent, fp32, {cpu}, '
         f'{os.cpu_count()} cores, jax {jax.__version__} ({jax.devices()[0].platform}); compile {compile_s:.1f} s')

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from interleave import interleaved  # noqa: E402  (bench/, the script's own folder)
+from interleave import cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
 
 CONFIGS = {
     'small': dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, cross_attention_dim=256,
@@ -217,7 +217,7 @@ def main() -> None:
 
   if args.threads == 1:
     torch.set_num_threads(1)
-  cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')), '?')
+  cpu = cpu_name()
   print(f'{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, jax {jax.__version__} '
         f'({jax.devices()[0].platform}), torch {torch.__version__}, diffusers {diffusers.__version__}, '
         f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, load avg {os.getloadavg()[0]:.1f}', flush=True)
