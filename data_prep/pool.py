@@ -81,7 +81,10 @@ class WorkerPool:
     try:
       while True:
         for it in items:
-          pending[self._ex.submit(_call, it)] = it
+          try:
+            pending[self._ex.submit(_call, it)] = it
+          except cf.process.BrokenProcessPool as e:  # a worker died before this item went out
+            raise _died([it] + list(pending.values())) from e
           if len(pending) >= self.in_flight:
             break
         if not pending:
@@ -92,10 +95,13 @@ class WorkerPool:
           try:
             res = f.result()
           except cf.process.BrokenProcessPool as e:
-            flight = [it] + list(pending.values())
-            raise WorkerDied(f'a worker process died (out of memory? killed?) with {len(flight)} item(s) in flight: '
-                             f'{", ".join(map(repr, flight[:8]))}; rerun to resume, perhaps with fewer workers') from e
+            raise _died([it] + list(pending.values())) from e
           yield it, res
     except BaseException:
       self.close()
       raise
+
+
+def _died(flight: list) -> WorkerDied:
+  return WorkerDied(f'a worker process died (out of memory? killed?) with {len(flight)} item(s) in flight: '
+                    f'{", ".join(map(repr, flight[:8]))}; rerun to resume, perhaps with fewer workers')
