@@ -75,7 +75,7 @@ def component(stack: list[tuple[str, str, int]]) -> str:
   temporal = 'temporal ' if any(f.endswith('models/motion.py') for f, _, _ in stack) else ''
   for f, fn, _ in stack:
     fn = fn.split('.<locals>')[0]
-    if f.endswith('models/attention.py') and fn not in ('split_heads', 'merge_heads'):
+    if f.endswith(('models/attention.py', 'models/cpu_attention.py')) and fn not in ('split_heads', 'merge_heads'):
       return temporal + 'attention core'
     if f.endswith('models/resnet.py') and fn in ('conv2d', '_fold_taps', 'upsample_conv', 'Conv2d.__call__'):
       return temporal + 'conv'

@@ -7,6 +7,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'bench'))
 
@@ -36,11 +37,15 @@ def test_stack_of_a_dot_is_the_python_call_chain():
   assert frames[1][:2] == (here, '_outer')
 
 
-def test_attention_ops_are_counted_as_the_attention_core():
+@pytest.mark.parametrize('implementation', ['blocked', 'kernel'])
+def test_attention_ops_are_counted_as_the_attention_core(implementation):
   rng = np.random.default_rng(0)
   q, k, v = (jnp.asarray(rng.standard_normal((2, 80, 32), np.float32)) for _ in range(3))
-  hlo = jax.jit(lambda q, k, v: attend(q, k, v, 4, implementation='blocked')).lower(q, k, v).compile().as_text()
-  op_frames, stack = step_profile.stack_frames(hlo)
-  labels = {step_profile.component(stack(frame)) for frame in op_frames.values()}
-  assert 'attention core' in labels
-  assert not any(label.startswith('temporal') for label in labels)
+  step = jax.grad(lambda q, k, v: jnp.sum(attend(q, k, v, 4, implementation=implementation)), (0, 1, 2))
+  op_frames, stack = step_profile.stack_frames(jax.jit(step).lower(q, k, v).compile().as_text())
+  labels = {name: step_profile.component(stack(frame)) for name, frame in op_frames.items()}
+  assert 'attention core' in labels.values()
+  if implementation == 'kernel':  # its forward and backward calls (and the tuples they return)
+    calls = [labels[name] for name in labels if 'ffi_call' in name]
+    assert len(calls) >= 2 and set(calls) == {'attention core'}
+  assert not any(label.startswith('temporal') for label in labels.values())

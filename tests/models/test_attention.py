@@ -1,6 +1,7 @@
-"""The blocked CPU attention path: equal to jax.nn.dot_product_attention (values and gradients, masks, causal,
-padded blocks), taken where `blocked()` says (CPU only), and used by the VAE mid-block and CLIP vision, whose
-outputs still match diffusers/transformers at sizes where it is taken."""
+"""The CPU attention paths: the blocked one equals jax.nn.dot_product_attention (values and gradients, masks,
+causal, padded blocks); `path()` takes the fused kernel or the blocked path only on CPU; the VAE mid-block and
+CLIP vision take them and their outputs still match diffusers/transformers. The kernel's own checks are in
+test_cpu_attention.py."""
 
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'convert'))
 import tiny_sd  # noqa: E402
 from convert import clip as convert_clip  # noqa: E402
 from convert import vae as convert_vae  # noqa: E402
-from tgvac_jax.models import attention  # noqa: E402
+from tgvac_jax.models import attention, cpu_attention  # noqa: E402
 
 BLK = attention.CPU_QUERY_BLOCK
 
@@ -106,31 +107,56 @@ def test_bf16_output_dtype():
   np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(_plain(q, k, v, 2), np.float32), atol=2e-2)
 
 
-def test_only_cpu_takes_the_blocked_path_by_default(monkeypatch):
+def test_path_by_default(monkeypatch):
+  """CPU: the kernel for float32 without mask on one device (short sequences too, with heads up to
+  CPU_KERNEL_SHORT_MAX_WIDTH wide), else the blocked path for >= CPU_MIN_QUERIES queries; one shot below that,
+  and always on GPU/TPU."""
   assert jax.default_backend() == 'cpu'
-  assert attention.blocked(None, 1024)
-  assert attention.blocked(None, attention.CPU_MIN_QUERIES)
-  assert not attention.blocked(None, attention.CPU_MIN_QUERIES - 1)   # a motion module's frames: one shot
-  assert not attention.blocked('xla', 1024) and not attention.blocked('cudnn', 1024)
-  assert attention.blocked('blocked', 8)
+  q, k, v = _qkv(1, 1024, 77, 64)
+  short = next(_qkv(1, attention.CPU_MIN_QUERIES - 1, 8, 64))
+  wide = attention.CPU_KERNEL_SHORT_MAX_WIDTH * 2
+  causal = dict(is_causal=True)
+  monkeypatch.setattr(jax, 'device_count', lambda *a: 1)
+  assert attention.path(None, q, k, v, 1) == 'kernel'
+  assert attention.path(None, q, k, v, 2, **causal) == 'blocked'
+  assert attention.path(None, q, k, v, 2, mask=jnp.ones((1, 1, 1024, 77), bool)) == 'blocked'
+  assert attention.path(None, *(x.astype(jnp.bfloat16) for x in (q, k, v)), 2) == 'blocked'
+  assert attention.path(None, short, short, short, 64 // attention.CPU_KERNEL_SHORT_MAX_WIDTH) == 'kernel'
+  assert attention.path(None, short, short, short, 64 // wide) is None   # SD-1.5's motion modules: one shot
+  monkeypatch.setattr(cpu_attention, 'available', lambda: False)  # no compiler
+  assert attention.path(None, q, k, v, 2) == 'blocked'
+  assert attention.path(None, short, short, short, 8) is None
+  monkeypatch.undo()
+  assert jax.device_count() == 8 and attention.path(None, q, k, v, 2) == 'blocked'  # a mesh: XLA partitions it
+  assert attention.path('xla', q, k, v, 2) is None and attention.path('cudnn', q, k, v, 2) is None
+  assert attention.path('blocked', short, short, short, 1) == 'blocked'
+  assert attention.path('kernel', short, short, short, 1) == 'kernel'
   for backend in ('gpu', 'tpu'):
     monkeypatch.setattr(jax, 'default_backend', lambda b=backend: b)
-    assert not attention.blocked(None, 4096)
+    assert attention.path(None, q, k, v, 2) is None
   with pytest.raises(ValueError, match="'flash'.*choose from"):
-    attention.blocked('flash', 8)
+    attention.path('flash', q, k, v, 2)
+  with pytest.raises(ValueError, match='without mask or causality.*is_causal=True'):
+    attention.path('kernel', q, k, v, 2, **causal)
 
 
-@pytest.fixture
-def spy(monkeypatch):
-  """Counts traces of the blocked path (by query length)."""
+@pytest.fixture(params=['kernel', 'blocked'])
+def spy(request, monkeypatch):
+  """Records the path of every attention traced that is not one-shot, with the kernel taken by default (one
+  device) or not available."""
+  monkeypatch.setattr(jax, 'device_count', lambda *a: 1)
+  if request.param == 'blocked':
+    monkeypatch.setattr(cpu_attention, 'available', lambda: False)
   seen = []
-  real = attention._blocked_attention  # pylint: disable=protected-access
+  real = attention.path
 
-  def wrapped(q, *a, **kw):
-    seen.append(q.shape[1])
-    return real(q, *a, **kw)
-  monkeypatch.setattr(attention, '_blocked_attention', wrapped)
-  return seen
+  def wrapped(implementation, q, *a, **kw):
+    chosen = real(implementation, q, *a, **kw)
+    if chosen:
+      seen.append(chosen)
+    return chosen
+  monkeypatch.setattr(attention, 'path', wrapped)
+  return request.param, seen
 
 
 def _rel(ours, theirs):
@@ -146,7 +172,7 @@ def test_vae_mid_block_uses_it_and_matches_diffusers(spy):
     post = ref.encode(torch.from_numpy(x)).latent_dist
     recon = ref.decode(post.mean).sample.numpy()
   mean, y = jax.jit(lambda m, x: (m.encode(x).mean, m.decode(m.encode(x).mean)))(ours, jnp.asarray(x.transpose(0, 2, 3, 1)))
-  assert spy == [256, 256, 256]  # encoder (twice) and decoder mid-block
+  assert spy[1] == [spy[0]] * 3  # encoder (twice) and decoder mid-block
   assert _rel(mean, post.mean.numpy().transpose(0, 2, 3, 1)) <= 1e-5
   assert _rel(y, recon.transpose(0, 2, 3, 1)) <= 1e-5
 
@@ -159,6 +185,6 @@ def test_clip_vision_uses_it_and_matches_transformers(spy):
   with torch.no_grad():
     t = ref(torch.from_numpy(x))
   o = jax.jit(lambda m, x: m(x))(ours, jnp.asarray(x.transpose(0, 2, 3, 1)))
-  assert spy == [257, 257]  # both layers
+  assert spy[1] == [spy[0]] * 2  # both layers
   assert _rel(o.last_hidden_state, t.last_hidden_state.numpy()) <= 1e-5
   assert _rel(o.image_embeds, t.image_embeds.numpy()) <= 1e-5

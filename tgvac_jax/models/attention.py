@@ -3,10 +3,11 @@
 On GPU/TPU everything goes through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU with
 `implementation='cudnn'` where shapes allow, a plain XLA softmax(QK^T)V elsewhere). On CPU, attention over long
 query sequences (the UNet's and the VAE mid-block's 1024 tokens at a 32x32 latent, 4096 at 64x64; CLIP vision's
-257), and their cross-attention to 77 text tokens, is computed block by block of queries instead, with a
-FlashAttention-style backward: XLA:CPU runs the forward 1.3-3x and forward+backward 1.1-5.5x faster than the
-one-shot form and its autodiff (`bench/attention.py`, the shapes our models use). `blocked()` is the one place
-that decides.
+257), and their cross-attention to 77 text tokens, goes through our fused C++ kernel (`cpu_attention.py`: float32,
+no mask, one device) or else is computed block by block of queries by XLA, both with a FlashAttention-style
+backward. On a 2-core Intel Xeon, forward+backward of a 14-frame UNet's 1024-token self-attention (8 heads of 8):
+one-shot XLA and its autodiff ~400 ms, blocked 240, the kernel 150 (`bench/attention.py` has the shapes our
+models use). `path()` is the one place that decides.
 """
 
 from __future__ import annotations
@@ -16,17 +17,23 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from tgvac_jax.models import cpu_attention
+
 # Queries per block on the CPU path (read at trace time), and the fewest queries that take it (shorter ones, such as
 # a motion module's frames, are faster in the one-shot form: `bench/attention.py`).
 CPU_QUERY_BLOCK = 128
 CPU_MIN_QUERIES = 64
+# ... except for the kernel, which also beats the one-shot form on short sequences with heads up to this wide (a
+# motion module's 14 frames at every pixel, forward+backward: 8 heads of 8 over 1024 pixels 28 -> 18 ms; 8 heads of
+# 32 equal; 8 heads of 40, SD-1.5's, 29 -> 37 ms on a 2-core Intel Xeon).
+CPU_KERNEL_SHORT_MAX_WIDTH = 32
 # The blocked path also splits the batch into up to `CPU_MAX_GROUPS` independent groups whose float32 score blocks
 # hold about `CPU_GROUP_BYTES` each: smaller blocks stay nearer the cores, and XLA:CPU runs independent groups on
 # different cores at once (a 14-frame UNet's 1024-token self-attention, 8 heads of 8: forward+backward 396 -> 231 ms
 # on a 2-core Intel Xeon; SD-1.5's 2 x 1024 tokens, 8 heads of 40: one group, unchanged).
 CPU_GROUP_BYTES = 8 * 2**20
 CPU_MAX_GROUPS = 4
-IMPLEMENTATIONS = (None, 'xla', 'cudnn', 'blocked')
+IMPLEMENTATIONS = (None, 'xla', 'cudnn', 'blocked', 'kernel')
 
 
 def split_heads(x: jax.Array, heads: int) -> jax.Array:
@@ -43,16 +50,31 @@ def merge_heads(x: jax.Array) -> jax.Array:
   return x.reshape(b, t, h * d)
 
 
-def blocked(implementation: str | None, num_queries: int) -> bool:
-  """Whether `attend` takes the blocked-query path: 'blocked' always; None on the CPU backend for at least
-  `CPU_MIN_QUERIES` queries, whatever the keys (cross-attention to 77 text tokens included: forward+backward
-  1.1-3x faster than the one-shot form's autodiff); never for 'xla' / 'cudnn', nor on GPU/TPU by
-  default."""
+def path(implementation: str | None, q: jax.Array, k: jax.Array, v: jax.Array, heads: int, *,
+         mask: jax.Array | None = None, is_causal: bool = False) -> str | None:
+  """Which attention `attend` computes: 'kernel' (`cpu_attention`), 'blocked' (XLA, block by block of queries)
+  or None (`jax.nn.dot_product_attention` with `implementation`).
+
+  'blocked' and 'kernel' are taken when asked for. By default (None) only on the CPU backend: the kernel for
+  float32 without mask on a single device (XLA's partitioner cannot split a custom call over a mesh, it would
+  gather its operands), for at least `CPU_MIN_QUERIES` queries or heads at most `CPU_KERNEL_SHORT_MAX_WIDTH` wide;
+  otherwise the blocked path for at least `CPU_MIN_QUERIES` queries, whatever the keys (cross-attention to 77
+  text tokens included); shorter ones are as fast in the one-shot form."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'attention implementation {implementation!r}; choose from {IMPLEMENTATIONS}')
-  if implementation == 'blocked':
-    return True
-  return implementation is None and jax.default_backend() == 'cpu' and num_queries >= CPU_MIN_QUERIES
+  if implementation == 'kernel' and (mask is not None or is_causal or not cpu_attention.supported(q, k, v)):
+    raise ValueError('the CPU attention kernel takes float32 (B, T, C) projections without mask or causality; '
+                     f'got q {q.dtype}{q.shape}, k {k.dtype}{k.shape}, v {v.dtype}{v.shape}, '
+                     f'mask={mask is not None}, is_causal={is_causal}')
+  if implementation in ('blocked', 'kernel'):
+    return implementation
+  if implementation is not None or jax.default_backend() != 'cpu':
+    return None
+  long = q.shape[1] >= CPU_MIN_QUERIES
+  if (mask is None and not is_causal and jax.device_count() == 1 and cpu_attention.supported(q, k, v)
+      and (long or q.shape[2] // heads <= CPU_KERNEL_SHORT_MAX_WIDTH) and cpu_attention.available()):
+    return 'kernel'
+  return 'blocked' if long else None
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, *, is_causal: bool = False,
@@ -60,10 +82,13 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, *, is_causal: b
   """Scaled dot-product attention on (B, T, H*D) projections; returns (B, Tq, H*D) in q's dtype.
 
   `mask`: boolean, broadcastable to (B, H, Tq, Tk), True where attention is allowed.
-  `implementation`: None (blocked on CPU, XLA picks elsewhere), 'xla', 'cudnn' (GPU flash attention, bf16/fp16
-  only) or 'blocked' (the CPU path on any backend).
+  `implementation`: None (see `path`), 'xla', 'cudnn' (GPU flash attention, bf16/fp16 only), 'blocked' (XLA's
+  CPU path, on any backend) or 'kernel' (the fused CPU kernel).
   """
-  if blocked(implementation, q.shape[1]):
+  chosen = path(implementation, q, k, v, heads, mask=mask, is_causal=is_causal)
+  if chosen == 'kernel':
+    return cpu_attention.attention(q, k, v, heads)
+  if chosen == 'blocked':
     return _blocked_attention(q, k, v, heads, is_causal=is_causal, mask=mask)
   out = jax.nn.dot_product_attention(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads),
                                      mask=mask, is_causal=is_causal, implementation=implementation)
