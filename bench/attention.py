@@ -1,13 +1,15 @@
-"""The CPU attention paths side by side: our one-shot form (XLA), our blocked form (FlashAttention-style backward)
-and PyTorch's `scaled_dot_product_attention`, forward and forward+backward, on the shapes our models use.
+"""The CPU attention paths side by side: our one-shot form (XLA), our blocked form (XLA, FlashAttention-style
+backward), our fused kernel (`cpu_attention.py`) and PyTorch's `scaled_dot_product_attention`, forward and
+forward+backward, on the shapes our models use.
 
   python bench/attention.py                  # every shape below
   python bench/attention.py --repeats 9
 
 Shapes are (batch, queries, heads, head width, keys): the embedded demo's UNet (16 frames, 16x16 latent, 8 heads
 of 4 at the first level, 77 caption tokens), SD-1.5 at a 32x32 and 64x64 latent, a motion module's 14-frame
-temporal attention over every pixel. All float32; runs are interleaved and the medians reported. `blocked()` in
-`tgvac_jax/models/attention.py` picks the path; its choice is marked with *.
+temporal attention over every pixel. All float32, one device; runs are interleaved and the medians reported.
+`path()` in `tgvac_jax/models/attention.py` picks the path; its choice is marked with * and is the one compared with
+torch.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ SHAPES = {
     'SD cross 64x64': (2, 4096, 8, 40, 77),
     'SD cross 16x16': (2, 256, 8, 80, 77),
     'motion 14 frames': (1024, 14, 8, 40, 14),
+    'small motion 14 frames': (1024, 14, 8, 8, 14),
 }
+
+IMPLS = ('xla', 'blocked', 'kernel')
 
 
 def main() -> None:
@@ -55,7 +60,7 @@ def main() -> None:
     k, v = (rng.standard_normal((b, s, h * d), np.float32) for _ in range(2))
     jq, jk, jv = (jnp.asarray(x) for x in (q, k, v))
     sides = {}
-    for impl in ('xla', 'blocked'):
+    for impl in IMPLS:
       fwd = jax.jit(lambda q, k, v, impl=impl: attention.attend(q, k, v, h, implementation=impl))
       fb = jax.jit(jax.grad(lambda q, k, v, impl=impl: jnp.sum(attention.attend(q, k, v, h, implementation=impl)
                                                                ** 2), argnums=(0, 1, 2)))
@@ -74,19 +79,20 @@ def main() -> None:
     for fn in sides.values():  # compile / warm up
       fn()
     med, _ = interleaved(sides, args.repeats)
-    chosen = 'blocked' if attention.blocked(None, t) else 'xla'
+    chosen = attention.path(None, jq, jk, jv, h) or 'xla'
     cells = []
     for kind in ('fwd', 'fwd+bwd'):
-      for impl in ('xla', 'blocked'):
+      for impl in IMPLS:
         mark = '*' if impl == chosen else ''
         cells.append(f'{med[f"{impl} {kind}"] * 1e3:.1f}{mark}')
       cells.append(f'{med[f"torch {kind}"] * 1e3:.1f}')
       cells.append(f'{med[f"{chosen} {kind}"] / med[f"torch {kind}"]:.2f}')
     rows.append((name, f'{b}x{t}x{h}x{d}, {s} keys', *cells))
     print(' ', rows[-1], flush=True)
-  print('\n| shape | B x Tq x heads x D | fwd one-shot ms | fwd blocked ms | fwd torch ms | fwd ours/torch | '
-        'fwd+bwd one-shot ms | fwd+bwd blocked ms | fwd+bwd torch ms | fwd+bwd ours/torch |')
-  print('|---' * 10 + '|')
+  print('\n| shape | B x Tq x heads x D | ' + ' | '.join(
+      f'{kind} {side}' for kind in ('fwd', 'fwd+bwd')
+      for side in ('one-shot ms', 'blocked ms', 'kernel ms', 'torch ms', 'ours/torch')) + ' |')
+  print('|---' * 12 + '|')
   for r in rows:
     print('| ' + ' | '.join(r) + ' |')
 
