@@ -3,11 +3,11 @@
 On GPU/TPU everything goes through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU with
 `implementation='cudnn'` where shapes allow, a plain XLA softmax(QK^T)V elsewhere). On CPU, attention over long
 query sequences (the UNet's and the VAE mid-block's 1024 tokens at a 32x32 latent, 4096 at 64x64; CLIP vision's
-257), and their cross-attention to 77 text tokens, goes through our fused C++ kernel (`cpu_attention.py`: float32,
-no mask, one device) or else is computed block by block of queries by XLA, both with a FlashAttention-style
-backward. On a 2-core Intel Xeon, forward+backward of a 14-frame UNet's 1024-token self-attention (8 heads of 8):
-one-shot XLA and its autodiff ~400 ms, blocked 240, the kernel 150 (`bench/attention.py` has the shapes our
-models use). `path()` is the one place that decides.
+257), their cross-attention to 77 text tokens and a motion module's attention over frames where its heads are
+narrow, goes through our fused C++ kernel (`cpu_attention.py`: float32, no mask, one device) or else is computed block by block of queries by XLA, both with a FlashAttention-style
+backward. Forward+backward on a 2-core Intel Xeon (`bench/attention.py`), one-shot / blocked / kernel / PyTorch
+ms: the demo UNet's 256-token self-attention, 8 heads of 4, 83 / 27 / 7.5 / 14; SD-1.5's 1024 tokens, 8 heads of
+40, 361 / 91 / 83 / 50. `path()` is the one place that decides.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from tgvac_jax.models import cpu_attention
 CPU_QUERY_BLOCK = 128
 CPU_MIN_QUERIES = 64
 # ... except for the kernel, which also beats the one-shot form on short sequences with heads up to this wide (a
-# motion module's 14 frames at every pixel, forward+backward: 8 heads of 8 over 1024 pixels 28 -> 18 ms; 8 heads of
-# 32 equal; 8 heads of 40, SD-1.5's, 29 -> 37 ms on a 2-core Intel Xeon).
-CPU_KERNEL_SHORT_MAX_WIDTH = 32
+# motion module's 14 frames at every pixel, forward+backward on a 2-core Intel Xeon: 8 heads of 8 over 1024 pixels
+# 25 -> 13 ms, of 40 (SD-1.5's first level) 84 -> 67 ms; heads of 80 over 256 pixels 24 -> 31 ms).
+CPU_KERNEL_SHORT_MAX_WIDTH = 64
 # The blocked path also splits the batch into up to `CPU_MAX_GROUPS` independent groups whose float32 score blocks
 # hold about `CPU_GROUP_BYTES` each: smaller blocks stay nearer the cores, and XLA:CPU runs independent groups on
 # different cores at once (a 14-frame UNet's 1024-token self-attention, 8 heads of 8: forward+backward 396 -> 231 ms

@@ -1,8 +1,8 @@
 // Fused float32 attention for XLA:CPU, called through the XLA FFI (tgvac_jax/models/cpu_attention.py builds and
-// registers it). One (batch, head) pair is one task on XLA's intra-op thread pool; a query row's scores never
+// registers it). (Batch, head) pairs are shared out over XLA's intra-op thread pool; a query row's scores never
 // leave the core's cache: scores, softmax and the value product (and in the backward the recomputed
-// probabilities, dP and dS) are made one row at a time against the pair's keys and values, transposed once to
-// (D, S) so every inner loop runs over keys, contiguous and vectorised.
+// probabilities, dP and dS) are made a tile of `kRows` rows at a time against the pair's keys and values,
+// transposed once to (D, S) so every inner loop runs over keys, contiguous and vectorised.
 //
 // Layout: q (B, T, H*D), k and v (B, S, H*D), as the UNet's projections come out; lse (B, H, T) is each row's
 // log-sum-exp of its scaled scores, kept by the forward for the backward (FlashAttention's recomputation).
@@ -42,10 +42,16 @@ inline Vec load(const float* p) {
 
 inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
 
+typedef float Half __attribute__((vector_size(kLanes / 2 * sizeof(float))));
+typedef float Quarter __attribute__((vector_size(kLanes / 4 * sizeof(float))));
+
+// The sum of v's lanes by halving (a tree of shuffles and adds, not 15 dependent scalar adds: it ends every
+// row-times-value dot product, so on a motion module's 16-key rows it is most of the work).
 inline float sum(Vec v) {
-  float total = 0.0f;
-  for (int64_t i = 0; i < kLanes; ++i) total += v[i];
-  return total;
+  const Half h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const Quarter q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+  return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
 // exp(x) for x <= 0 (scores minus their row max or log-sum-exp): x = n ln2 + r with |r| <= ln2/2, exp(r) by its
@@ -158,19 +164,6 @@ void project(const float* a, const float* xt, const Dims& m, float* out) {
   }
 }
 
-// xt (D, Sp) += a (kRows, D)^T p (kRows, Sp).
-void accumulate(const float* a, const float* p, const Dims& m, float* xt) {
-  for (int64_t j = 0; j < m.sp; j += kLanes) {
-    Vec pr[kRows];
-    for (int64_t r = 0; r < kRows; ++r) pr[r] = load(p + r * m.sp + j);
-    for (int64_t e = 0; e < m.d; ++e) {
-      Vec x = load(xt + e * m.sp + j);
-      for (int64_t r = 0; r < kRows; ++r) x += a[r * m.d + e] * pr[r];
-      store(xt + e * m.sp + j, x);
-    }
-  }
-}
-
 // out (kRows, D) = p (kRows, Sp) xt (D, Sp)^T.
 void reduce(const float* p, const float* xt, const Dims& m, float* out) {
   for (int64_t e = 0; e < m.d; ++e) {
@@ -244,8 +237,41 @@ ffi::Error Forward(ffi::ThreadPool pool, Array q, Array k, Array v, Result out, 
   return ffi::Error::Success();
 }
 
-// FlashAttention's backward per tile of rows: p = exp(scores - lse); dV += dO^T p; dP = dO V^T;
-// dS = p (dP - rowsum(dO * O)); dQ = scale dS K; dK += q_scaled^T dS.
+// One tile's backward in a single pass over the keys, a vector of keys at a time in registers: p = exp(scores -
+// lse) (0 for padding keys and rows), dV^T += dO^T p, dP = dO V^T, dS = p (dP - delta), dK^T += q_scaled^T dS.
+// dS is stored for dQ = dS K, which sums over keys (`reduce`).
+void backward_tile(const float* qs, const float* g, const float* lse, const float* delta, int64_t rows,
+                   const float* kt, const float* vt, const Dims& m, float* dkt, float* dvt, float* ds) {
+  for (int64_t j = 0; j < m.sp; j += kLanes) {
+    Vec p[kRows] = {}, dp[kRows] = {};
+    for (int64_t e = 0; e < m.d; ++e) {
+      const Vec kx = load(kt + e * m.sp + j), vx = load(vt + e * m.sp + j);
+      for (int64_t r = 0; r < kRows; ++r) {
+        p[r] += qs[r * m.d + e] * kx;
+        dp[r] += g[r * m.d + e] * vx;
+      }
+    }
+    for (int64_t r = 0; r < kRows; ++r) {
+      p[r] = r < rows ? exp_nonpositive(p[r] - lse[r]) : Vec{};
+      if (j + kLanes > m.s) {
+        for (int64_t l = m.s - j; l < kLanes; ++l) p[r][l] = 0.0f;
+      }
+      dp[r] = p[r] * (dp[r] - delta[r]);
+      store(ds + r * m.sp + j, dp[r]);
+    }
+    for (int64_t e = 0; e < m.d; ++e) {
+      Vec x = load(dvt + e * m.sp + j), y = load(dkt + e * m.sp + j);
+      for (int64_t r = 0; r < kRows; ++r) {
+        x += g[r * m.d + e] * p[r];
+        y += qs[r * m.d + e] * dp[r];
+      }
+      store(dvt + e * m.sp + j, x);
+      store(dkt + e * m.sp + j, y);
+    }
+  }
+}
+
+// FlashAttention's backward: per tile of rows, `backward_tile`, then dQ = scale dS K.
 ffi::Error Backward(ffi::ThreadPool pool, Array q, Array k, Array v, Array out, Array lse, Array dout, Result dq,
                     Result dk, Result dv, int64_t heads, float scale) {
   const Dims m = dims(q, k, heads);
@@ -254,36 +280,25 @@ ffi::Error Backward(ffi::ThreadPool pool, Array q, Array k, Array v, Array out, 
   float *dqp = dq->typed_data(), *dkp = dk->typed_data(), *dvp = dv->typed_data();
   parallel_for(pool, m, [&](int64_t pair) {
     const int64_t bi = pair / m.h, hi = pair % m.h;
-    float* kt = scratch(4 * m.d * m.sp + 2 * kRows * m.sp + 4 * kRows * m.d);
-    float *vt = kt + m.d * m.sp, *dkt = vt + m.d * m.sp, *dvt = dkt + m.d * m.sp, *p = dvt + m.d * m.sp,
-          *ds = p + kRows * m.sp, *qs = ds + kRows * m.sp, *g = qs + kRows * m.d, *o = g + kRows * m.d,
-          *dqs = o + kRows * m.d;
+    float* kt = scratch(4 * m.d * m.sp + kRows * m.sp + 4 * kRows * m.d);
+    float *vt = kt + m.d * m.sp, *dkt = vt + m.d * m.sp, *dvt = dkt + m.d * m.sp, *ds = dvt + m.d * m.sp,
+          *qs = ds + kRows * m.sp, *g = qs + kRows * m.d, *o = g + kRows * m.d, *dqs = o + kRows * m.d;
     std::fill(dkt, dkt + 2 * m.d * m.sp, 0.0f);
     transpose_pair(kp, m, bi, hi, kt);
     transpose_pair(vp, m, bi, hi, vt);
     for (int64_t i0 = 0; i0 < m.t; i0 += kRows) {
+      const int64_t rows = std::min(kRows, m.t - i0);
       gather_rows(qp, m, bi, hi, i0, scale, qs);
       gather_rows(gp, m, bi, hi, i0, 1.0f, g);
       gather_rows(op, m, bi, hi, i0, 1.0f, o);
-      project(qs, kt, m, p);
-      project(g, vt, m, ds);
-      for (int64_t r = 0; r < kRows; ++r) {
-        float* pr = p + r * m.sp;
-        float* dr = ds + r * m.sp;
-        if (i0 + r >= m.t) {  // a padding row contributes nothing
-          std::fill(pr, pr + m.sp, 0.0f);
-          std::fill(dr, dr + m.sp, 0.0f);
-          continue;
-        }
-        exp_row(pr, lp[(bi * m.h + hi) * m.t + i0 + r], m);
-        float delta = 0.0f;
-        for (int64_t e = 0; e < m.d; ++e) delta += g[r * m.d + e] * o[r * m.d + e];
-        for (int64_t j = 0; j < m.sp; j += kLanes) store(dr + j, load(pr + j) * (load(dr + j) - delta));
+      float tile_lse[kRows] = {}, delta[kRows] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        tile_lse[r] = lp[(bi * m.h + hi) * m.t + i0 + r];
+        for (int64_t e = 0; e < m.d; ++e) delta[r] += g[r * m.d + e] * o[r * m.d + e];
       }
-      accumulate(g, p, m, dvt);
-      accumulate(qs, ds, m, dkt);
+      backward_tile(qs, g, tile_lse, delta, rows, kt, vt, m, dkt, dvt, ds);
       reduce(ds, kt, m, dqs);
-      for (int64_t r = 0; r < kRows && i0 + r < m.t; ++r) {
+      for (int64_t r = 0; r < rows; ++r) {
         for (int64_t e = 0; e < m.d; ++e) dqp[(bi * m.t + i0 + r) * m.c + hi * m.d + e] = dqs[r * m.d + e] * scale;
       }
     }
