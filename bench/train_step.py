@@ -12,10 +12,12 @@ forward, ε-MSE, backward, global-norm clipping (1.0), AdamW, EMA of the trained
 step (`train/step.py` via `make_train_step`, jitted with the state donated, as `state.setup` does, on one
 device, fp32); theirs is the usual diffusers training loop body (fp32, eager, `torch.optim.AdamW`,
 `clip_grad_norm_`, `torch._foreach_lerp_` EMA). Runs are interleaved (torch, ours, torch, ...), each after a
-0.5 s pause (`bench/interleave.py` says why), and the medians reported, since the CPU may be shared. `ratio` =
-ours / torch (goal <= 0.8). `compile` = our trace + XLA compile. `peak MiB` = the most resident memory one step
-adds over the resident memory before it (the kernel's peak-RSS mark, reset before the step: activations,
-gradients, temporaries); `XLA temp` = the compiled step's temporary buffers (XLA's own count).
+0.5 s pause (`bench/interleave.py` says why), and the medians reported, since the CPU may be shared. Then each
+side runs `--repeats` times back to back (`alone`): one side's step can slow the next one's (on a 2-core Intel
+Xeon our medium motion step took 5.0-5.4 s alone and 6.1-6.7 s right after torch's; torch's was unaffected).
+`ratio` = ours / torch (goal <= 0.8). `compile` = our trace + XLA compile. `peak MiB` = the most resident memory
+one step adds over the resident memory before it (the kernel's peak-RSS mark, reset before the step:
+activations, gradients, temporaries); `XLA temp` = the compiled step's temporary buffers (XLA's own count).
 """
 
 from __future__ import annotations
@@ -233,24 +235,30 @@ def main() -> None:
       losses = (theirs(), ours())
       interleaved({'torch': theirs, 'ours': ours}, WARMUP - 1)
       medians, times = interleaved({'torch': theirs, 'ours': ours}, args.repeats, pause_s=0.5)
+      alone = {}
+      for side, fn in (('torch', theirs), ('ours', ours)):
+        fn()  # the first run after the other side's is not counted
+        alone[side] = interleaved({side: fn}, args.repeats, pause_s=0.5)[0][side]
       peaks = {side: peak_added_rss(fn) for side, fn in (('torch', theirs), ('ours', ours))}
       tq, oq = medians['torch'], medians['ours']
       shape = f'{batch}x{args.frames}' if stage == 'motion' else f'{batch}'
-      rows.append((name, stage, shape, trained, tq, oq, compile_s, peaks['torch'], peaks['ours'], temp))
+      rows.append((name, stage, shape, trained, tq, oq, alone['torch'], alone['ours'], compile_s, peaks['torch'],
+                   peaks['ours'], temp))
       print(f'  {name} {stage} batch {shape}: torch {tq * 1e3:.0f} ms, ours {oq * 1e3:.0f} ms, ratio {oq / tq:.2f}, '
             f'compile {compile_s:.1f} s, first losses torch {losses[0]:.3f} ours {losses[1]:.3f} (torch runs '
-            f'{[round(v * 1e3) for v in times["torch"]]}, ours {[round(v * 1e3) for v in times["ours"]]})',
-            flush=True)
+            f'{[round(v * 1e3) for v in times["torch"]]}, ours {[round(v * 1e3) for v in times["ours"]]}); alone: '
+            f'torch {alone["torch"] * 1e3:.0f} ms, ours {alone["ours"] * 1e3:.0f} ms', flush=True)
       del t_unet, t_text, theirs, ours
 
   print(f'\nTrain step (UNet fwd+bwd, clip, AdamW, EMA) from cached latents, {args.size}x{args.size} latent, fp32, '
         f'median of {args.repeats} interleaved runs (load avg now {os.getloadavg()[0]:.1f})')
-  print('| config | stage | batch | trained M | torch ms | ours ms | ours/torch | our compile s | torch peak MiB '
-        '| our peak MiB | XLA temp MiB |')
-  print('|---|---|---|---|---|---|---|---|---|---|---|')
-  for name, stage, shape, n, tq, oq, comp, pt, po, temp in rows:
+  print('| config | stage | batch | trained M | torch ms | ours ms | ours/torch | alone: torch ms | ours ms | '
+        'ours/torch | our compile s | torch peak MiB | our peak MiB | XLA temp MiB |')
+  print('|---' * 14 + '|')
+  for name, stage, shape, n, tq, oq, ta, oa, comp, pt, po, temp in rows:
     print(f'| {name} | {stage} | {shape} | {n / 1e6:.2f} | {tq * 1e3:.0f} | {oq * 1e3:.0f} | {oq / tq:.2f} | '
-          f'{comp:.1f} | {pt / 2**20:.0f} | {po / 2**20:.0f} | {temp / 2**20:.0f} |')
+          f'{ta * 1e3:.0f} | {oa * 1e3:.0f} | {oa / ta:.2f} | {comp:.1f} | {pt / 2**20:.0f} | {po / 2**20:.0f} | '
+          f'{temp / 2**20:.0f} |')
 
 
 if __name__ == '__main__':

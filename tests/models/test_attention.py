@@ -123,6 +123,9 @@ def test_path_by_default(monkeypatch):
   assert attention.path(None, *(x.astype(jnp.bfloat16) for x in (q, k, v)), 2) == 'blocked'
   assert attention.path(None, short, short, short, 2) == ('kernel' if kernel == 'kernel' else None)
   assert attention.path(None, short, short, short, 1) is None  # heads too wide: one shot
+  vae = next(_qkv(1, 1024, 1024, 512))  # SD-1.5's VAE mid-block: one head of 512 over 1024 keys
+  assert attention.path(None, vae, vae, vae, 1) == 'blocked'
+  assert attention.path(None, vae, vae, vae, 512 * 1024 * 4 // attention.CPU_KERNEL_MAX_PAIR_FLOATS) == kernel
   monkeypatch.setattr(cpu_attention, 'available', lambda: False)  # no compiler
   assert attention.path(None, q, k, v, 2) == 'blocked'
   assert attention.path(None, short, short, short, 8) is None

@@ -4,10 +4,11 @@ On GPU/TPU everything goes through `jax.nn.dot_product_attention` (cuDNN flash a
 `implementation='cudnn'` where shapes allow, a plain XLA softmax(QK^T)V elsewhere). On CPU, attention over long
 query sequences (the UNet's and the VAE mid-block's 1024 tokens at a 32x32 latent, 4096 at 64x64; CLIP vision's
 257), their cross-attention to 77 text tokens and a motion module's attention over frames where its heads are
-narrow, goes through our fused C++ kernel (`cpu_attention.py`: float32, no mask, one device) or else is computed block by block of queries by XLA, both with a FlashAttention-style
-backward. Forward+backward on a 2-core Intel Xeon (`bench/attention.py`), one-shot / blocked / kernel / PyTorch
-ms: the demo UNet's 256-token self-attention, 8 heads of 4, 83 / 27 / 7.5 / 14; SD-1.5's 1024 tokens, 8 heads of
-40, 361 / 91 / 83 / 50. `path()` is the one place that decides.
+narrow, goes through our fused C++ kernel (`cpu_attention.py`: float32, no mask, one device) or else is computed
+block by block of queries by XLA, both with a FlashAttention-style backward. Forward+backward on a 2-core Intel Xeon
+(`bench/attention.py`), one-shot / blocked / kernel / PyTorch ms: the demo UNet's 256-token self-attention, 8 heads
+of 4, 83 / 27 / 7.5 / 14; SD-1.5's 1024 tokens, 8 heads of 40, 361 / 91 / 83 / 50. `path()` is the one place that
+decides.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ CPU_MIN_QUERIES = 64
 # motion module's 14 frames at every pixel, forward+backward on a 2-core Intel Xeon: 8 heads of 8 over 1024 pixels
 # 25 -> 13 ms, of 40 (SD-1.5's first level) 84 -> 67 ms; heads of 80 over 256 pixels 24 -> 31 ms).
 CPU_KERNEL_SHORT_MAX_WIDTH = 64
+# The kernel holds a (batch, head) pair's keys, values and their gradients, 4 x head width x keys floats; beyond
+# this many (1 MiB, about a core's L2) it streams them from memory for every tile of queries and loses to the
+# blocked path (forward+backward, 1024 tokens, 4 heads of 128: 101 -> 172 ms; SD-1.5's VAE mid-block, one head of
+# 512, is far past it).
+CPU_KERNEL_MAX_PAIR_FLOATS = 2**18
 # The blocked path also splits the batch into up to `CPU_MAX_GROUPS` independent groups whose float32 score blocks
 # hold about `CPU_GROUP_BYTES` each: smaller blocks stay nearer the cores, and XLA:CPU runs independent groups on
 # different cores at once (a 14-frame UNet's 1024-token self-attention, 8 heads of 8: forward+backward 396 -> 231 ms
@@ -57,8 +63,8 @@ def path(implementation: str | None, q: jax.Array, k: jax.Array, v: jax.Array, h
 
   'blocked' and 'kernel' are taken when asked for. By default (None) only on the CPU backend: the kernel for
   float32 without mask on a single device (XLA's partitioner cannot split a custom call over a mesh, it would
-  gather its operands), for at least `CPU_MIN_QUERIES` queries or heads at most `CPU_KERNEL_SHORT_MAX_WIDTH` wide;
-  otherwise the blocked path for at least `CPU_MIN_QUERIES` queries, whatever the keys (cross-attention to 77
+  gather its operands), for at least `CPU_MIN_QUERIES` queries or heads at most `CPU_KERNEL_SHORT_MAX_WIDTH` wide,
+  and keys x head width within `CPU_KERNEL_MAX_PAIR_FLOATS` / 4; otherwise the blocked path for at least `CPU_MIN_QUERIES` queries, whatever the keys (cross-attention to 77
   text tokens included); shorter ones are as fast in the one-shot form."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'attention implementation {implementation!r}; choose from {IMPLEMENTATIONS}')
@@ -70,9 +76,10 @@ def path(implementation: str | None, q: jax.Array, k: jax.Array, v: jax.Array, h
     return implementation
   if implementation is not None or jax.default_backend() != 'cpu':
     return None
-  long = q.shape[1] >= CPU_MIN_QUERIES
+  long, width = q.shape[1] >= CPU_MIN_QUERIES, q.shape[2] // heads
   if (mask is None and not is_causal and jax.device_count() == 1 and cpu_attention.supported(q, k, v)
-      and (long or q.shape[2] // heads <= CPU_KERNEL_SHORT_MAX_WIDTH) and cpu_attention.available()):
+      and (long or width <= CPU_KERNEL_SHORT_MAX_WIDTH) and 4 * width * k.shape[1] <= CPU_KERNEL_MAX_PAIR_FLOATS
+      and cpu_attention.available()):
     return 'kernel'
   return 'blocked' if long else None
 

@@ -2,8 +2,8 @@
 
 XLA:CPU cannot keep a block of attention scores in cache from the dot that makes them through the softmax to the
 value product: each is a separate op over the whole block in memory. The kernel makes a tile of 8 query rows'
-scores, probabilities and output (and in the backward dP and dS) while they are in the core's cache. It is built with the
-machine's C++ compiler (`$CXX`, else `g++`) for this CPU and kept in `$TGVAC_JAX_KERNEL_CACHE` (default
+scores, probabilities and output (and in the backward dP and dS) while they are in the core's cache. It is built
+with the machine's C++ compiler (`$CXX`, else `g++`) for this CPU and kept in `$TGVAC_JAX_KERNEL_CACHE` (default
 `~/.cache/tgvac_jax/kernels`), one file per source, jaxlib and CPU, so a build happens once per machine. Where it
 cannot be built, `available()` says False, names the reason once in a warning, and `attention.py` keeps XLA's
 blocked path.
