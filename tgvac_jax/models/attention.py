@@ -7,8 +7,8 @@ query sequences (the UNet's and the VAE mid-block's 1024 tokens at a 32x32 laten
 narrow, goes through our fused C++ kernel (`cpu_attention.py`: float32, no mask, one device) or else is computed
 block by block of queries by XLA, both with a FlashAttention-style backward. Forward+backward on a 2-core Intel Xeon
 (`bench/attention.py`), one-shot / blocked / kernel / PyTorch ms: the demo UNet's 256-token self-attention, 8 heads
-of 4, 83 / 27 / 7.5 / 14; SD-1.5's 1024 tokens, 8 heads of 40, 361 / 91 / 83 / 50. `path()` is the one place that
-decides.
+of 4, 82 / 27 / 11 / 14; SD-1.5's 1024 tokens, 8 heads of 40, 373 / 96 / 81 / 47; a motion module's 14 frames at
+1024 pixels, 8 heads of 8, 33 / 31 / 13 / 27. `path()` is the one place that decides.
 """
 
 from __future__ import annotations
