@@ -61,11 +61,12 @@ def path(implementation: str | None, q: jax.Array, k: jax.Array, v: jax.Array, h
   """Which attention `attend` computes: 'kernel' (`cpu_attention`), 'blocked' (XLA, block by block of queries)
   or None (`jax.nn.dot_product_attention` with `implementation`).
 
-  'blocked' and 'kernel' are taken when asked for. By default (None) only on the CPU backend: the kernel for
-  float32 without mask on a single device (XLA's partitioner cannot split a custom call over a mesh, it would
-  gather its operands), for at least `CPU_MIN_QUERIES` queries or heads at most `CPU_KERNEL_SHORT_MAX_WIDTH` wide,
-  and keys x head width within `CPU_KERNEL_MAX_PAIR_FLOATS` / 4; otherwise the blocked path for at least `CPU_MIN_QUERIES` queries, whatever the keys (cross-attention to 77
-  text tokens included); shorter ones are as fast in the one-shot form."""
+  'blocked' and 'kernel' are taken when asked for. By default (None) only on the CPU backend: the kernel for float32
+  without mask on a single device (XLA's partitioner cannot split a custom call over a mesh, it would gather its
+  operands), for at least `CPU_MIN_QUERIES` queries or heads at most `CPU_KERNEL_SHORT_MAX_WIDTH` wide, and keys x
+  head width within `CPU_KERNEL_MAX_PAIR_FLOATS` / 4; otherwise the blocked path for at least `CPU_MIN_QUERIES`
+  queries, whatever the keys (cross-attention to 77 text tokens included); shorter ones are as fast in the one-shot
+  form."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'attention implementation {implementation!r}; choose from {IMPLEMENTATIONS}')
   if implementation == 'kernel' and (mask is not None or is_causal or not cpu_attention.supported(q, k, v)):

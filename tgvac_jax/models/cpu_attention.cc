@@ -148,7 +148,9 @@ void transpose_pair(const float* x, const Dims& m, int64_t bi, int64_t hi, float
 void gather_rows(const float* x, const Dims& m, int64_t bi, int64_t hi, int64_t i0, float scale, float* out) {
   for (int64_t r = 0; r < kRows; ++r) {
     const int64_t i = i0 + r;
-    for (int64_t e = 0; e < m.d; ++e) out[r * m.d + e] = i < m.t ? x[(bi * m.t + i) * m.c + hi * m.d + e] * scale : 0.0f;
+    for (int64_t e = 0; e < m.d; ++e) {
+      out[r * m.d + e] = i < m.t ? x[(bi * m.t + i) * m.c + hi * m.d + e] * scale : 0.0f;
+    }
   }
 }
 
@@ -218,10 +220,11 @@ ffi::Error Forward(ffi::ThreadPool pool, Array q, Array k, Array v, Result out, 
     transpose_pair(kp, m, bi, hi, kt);
     transpose_pair(vp, m, bi, hi, vt);
     for (int64_t i0 = 0; i0 < m.t; i0 += kRows) {
+      const int64_t rows = std::min(kRows, m.t - i0);
       gather_rows(qp, m, bi, hi, i0, scale, qs);
       project(qs, kt, m, p);
       float inv[kRows];
-      for (int64_t r = 0; r < kRows && i0 + r < m.t; ++r) {
+      for (int64_t r = 0; r < rows; ++r) {
         float* row = p + r * m.sp;
         const float top = row_max(row, m);
         const float total = exp_row(row, top, m);
@@ -229,7 +232,7 @@ ffi::Error Forward(ffi::ThreadPool pool, Array q, Array k, Array v, Result out, 
         lp[(bi * m.h + hi) * m.t + i0 + r] = top + std::log(total);
       }
       reduce(p, vt, m, o);
-      for (int64_t r = 0; r < kRows && i0 + r < m.t; ++r) {
+      for (int64_t r = 0; r < rows; ++r) {
         for (int64_t e = 0; e < m.d; ++e) op[(bi * m.t + i0 + r) * m.c + hi * m.d + e] = o[r * m.d + e] * inv[r];
       }
     }
