@@ -7,6 +7,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from tgvac_jax import host
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/<name>.py file with get_config().')
 
 
@@ -68,5 +70,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  host.use_huge_pages()  # on CPU hosts: restarts with glibc asking for huge pages (tgvac_jax/host.py)
   flags.mark_flags_as_required(['config'])
   app.run(main, flags_parser=_parse_flags)

@@ -20,6 +20,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tgvac_jax import host  # noqa: E402
+
 from interleave import cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
 
 SHAPES = {
@@ -98,4 +100,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+  host.use_huge_pages()  # as run.py does
   main()

@@ -24,6 +24,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tgvac_jax import host  # noqa: E402
+
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,4 +144,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+  host.use_huge_pages()  # as run.py does
   main()

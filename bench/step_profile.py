@@ -28,6 +28,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tgvac_jax import host  # noqa: E402
+
 import interleave  # noqa: E402  (bench/, the script's own folder)
 import train_step  # noqa: E402
 
@@ -141,4 +143,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+  host.use_huge_pages()  # as run.py does
   main()

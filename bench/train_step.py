@@ -30,6 +30,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tgvac_jax import host  # noqa: E402
+
 from interleave import cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
 
 CONFIGS = {
@@ -222,7 +224,8 @@ def main() -> None:
   cpu = cpu_name()
   print(f'{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, jax {jax.__version__} '
         f'({jax.devices()[0].platform}), torch {torch.__version__}, diffusers {diffusers.__version__}, '
-        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, load avg {os.getloadavg()[0]:.1f}', flush=True)
+        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")!r}, '
+        f'load avg {os.getloadavg()[0]:.1f}', flush=True)
   rows = []
   for name in args.configs.split(','):
     for stage in args.stages.split(','):
@@ -262,4 +265,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
+  host.use_huge_pages()  # as run.py does
   main()
