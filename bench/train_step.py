@@ -11,10 +11,14 @@ conditions for classifier-free guidance (the empty caption's embedding from the 
 forward, ε-MSE, backward, global-norm clipping (1.0), AdamW, EMA of the trained weights. Ours is the trainer's
 step (`train/step.py` via `make_train_step`, jitted with the state donated, as `state.setup` does, on one
 device, fp32); theirs is the usual diffusers training loop body (fp32, eager, `torch.optim.AdamW`,
-`clip_grad_norm_`, `torch._foreach_lerp_` EMA). Runs are interleaved (torch, ours, torch, ...), each after a
-0.5 s pause (`bench/interleave.py` says why), and the medians reported, since the CPU may be shared. Then each
-side runs `--repeats` times back to back (`alone`): one side's step can slow the next one's (on a 2-core Intel
-Xeon our medium motion step took 5.0-5.4 s alone and 6.1-6.7 s right after torch's; torch's was unaffected).
+`clip_grad_norm_`, `torch._foreach_lerp_` EMA). Each side runs in its own process, as users run them (in one
+process the two frameworks' allocators share a heap); steps are interleaved (torch, ours, torch, ...), each after
+a 0.5 s pause (`bench/interleave.py` says why), and the medians reported, since the CPU may be shared. Then each
+side runs `--repeats` times back to back (`alone`). The two differ on VMs whose balloon driver reports freed memory
+to the hypervisor (most likely what this project's 2-core VMs do; they load `virtio_balloon`): XLA maps its temp buffer afresh every step,
+and memory left free for the ~2.5 s of a pause and torch's step is given back, so touching it again costs host
+faults (small motion on the AMD: our step 2.4-2.7 s with 1.8-2.2 s of system time right after torch's, 1.1-1.4 s
+with 0.1 s alone; the same 419 huge-page faults, no compaction stalls); torch's caching heap keeps its memory.
 `ratio` = ours / torch (goal <= 0.8). `compile` = our trace + XLA compile. `peak MiB` = the most resident memory
 one step adds over the resident memory before it (the kernel's peak-RSS mark, reset before the step:
 activations, gradients, temporaries); `XLA temp` = the compiled step's temporary buffers (XLA's own count).
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib.metadata
+import multiprocessing
 import os
 import sys
 import time
@@ -196,6 +202,59 @@ def torch_step(stage: str, unet, text_encoder, batch: dict):
   return run
 
 
+def _side(conn, side: str, name: str, stage: str, frames: int, batch: int, size: int, threads: int) -> None:
+  """One side in its own process: builds both models from the same seed, keeps its own, then runs a step per
+  request ('step' -> seconds, 'peak' -> peak added bytes) until 'stop'."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+
+  if threads == 1:
+    torch.set_num_threads(1)
+  t_unet, t_text, unet, te, z = build(name, stage, frames, batch, size)
+  info = {'trained': sum(p.numel() for n, p in t_unet.named_parameters() if stage == 'frame' or 'motion_modules' in n),
+          'platform': jax.devices()[0].platform, 'torch_threads': torch.get_num_threads()}
+  if side == 'ours':
+    run, info['compile_s'], info['temp'], _ = ours_step(stage, unet, te, z)
+    del t_unet, t_text
+  else:
+    run = torch_step(stage, t_unet, t_text, z)
+    del unet, te
+  info['loss'] = run()
+  conn.send(info)
+  while (request := conn.recv()) != 'stop':
+    if request == 'peak':
+      conn.send(peak_added_rss(run))
+    else:
+      t0 = time.perf_counter()
+      run()
+      conn.send(time.perf_counter() - t0)
+
+
+class Side:
+  """A side's worker process; calling it runs one step there and returns its seconds."""
+
+  def __init__(self, side: str, *args):
+    parent, child = multiprocessing.get_context('spawn').Pipe()
+    self.conn = parent
+    self.proc = multiprocessing.get_context('spawn').Process(target=_side, args=(child, side) + args, daemon=True)
+    self.proc.start()
+
+  def ready(self) -> dict:
+    return self.conn.recv()
+
+  def __call__(self) -> float:
+    self.conn.send('step')
+    return self.conn.recv()
+
+  def peak(self) -> int:
+    self.conn.send('peak')
+    return self.conn.recv()
+
+  def stop(self) -> None:
+    self.conn.send('stop')
+    self.proc.join()
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--configs', default='small,medium')
@@ -206,7 +265,7 @@ def main() -> None:
   p.add_argument('--frames', type=int, default=14, help='motion stage: frames per clip')
   p.add_argument('--repeats', type=int, default=5)
   p.add_argument('--threads', type=int, default=0,
-                 help='1: pin the process to one core, torch.set_num_threads(1), single-threaded XLA (a per-core '
+                 help='1: pin the processes to one core, torch.set_num_threads(1), single-threaded XLA (a per-core '
                       'comparison; on a shared, oversubscribed CPU torch\'s spinning OpenMP threads otherwise '
                       'slow its steps by 10-100x); 0: library defaults')
   args = p.parse_args()
@@ -215,43 +274,34 @@ def main() -> None:
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_multi_thread_eigen=false').strip()
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
-  import diffusers  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import torch  # pylint: disable=import-outside-toplevel
-
-  if args.threads == 1:
-    torch.set_num_threads(1)
-  cpu = cpu_name()
-  print(f'{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, jax {jax.__version__} '
-        f'({jax.devices()[0].platform}), torch {torch.__version__}, diffusers {diffusers.__version__}, '
-        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")!r}, '
-        f'load avg {os.getloadavg()[0]:.1f}', flush=True)
+  versions = ', '.join(f'{d} {importlib.metadata.version(d)}' for d in ('jax', 'torch', 'diffusers'))
+  print(f'{cpu_name()}, {os.cpu_count()} cores, {versions}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, '
+        f'GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")!r}, load avg {os.getloadavg()[0]:.1f}', flush=True)
   rows = []
   for name in args.configs.split(','):
     for stage in args.stages.split(','):
       batch = args.batch if stage == 'frame' else args.clips
-      t_unet, t_text, unet, te, z = build(name, stage, args.frames, batch, args.size)
-      trained = sum(p.numel() for n, p in t_unet.named_parameters() if stage == 'frame' or 'motion_modules' in n)
-      ours, compile_s, temp, _ = ours_step(stage, unet, te, z)
-      theirs = torch_step(stage, t_unet, t_text, z)
-      del unet, te
-      losses = (theirs(), ours())
-      interleaved({'torch': theirs, 'ours': ours}, WARMUP - 1)
-      medians, times = interleaved({'torch': theirs, 'ours': ours}, args.repeats, pause_s=0.5)
+      sides = {side: Side(side, name, stage, args.frames, batch, args.size, args.threads) for side in ('torch', 'ours')}
+      info = {side: fn.ready() for side, fn in sides.items()}
+      interleaved(sides, WARMUP - 1)
+      medians, times = interleaved(sides, args.repeats, pause_s=0.5)
       alone = {}
-      for side, fn in (('torch', theirs), ('ours', ours)):
+      for side, fn in sides.items():
         fn()  # the first run after the other side's is not counted
         alone[side] = interleaved({side: fn}, args.repeats, pause_s=0.5)[0][side]
-      peaks = {side: peak_added_rss(fn) for side, fn in (('torch', theirs), ('ours', ours))}
+      peaks = {side: fn.peak() for side, fn in sides.items()}
+      for fn in sides.values():
+        fn.stop()
       tq, oq = medians['torch'], medians['ours']
       shape = f'{batch}x{args.frames}' if stage == 'motion' else f'{batch}'
-      rows.append((name, stage, shape, trained, tq, oq, alone['torch'], alone['ours'], compile_s, peaks['torch'],
-                   peaks['ours'], temp))
-      print(f'  {name} {stage} batch {shape}: torch {tq * 1e3:.0f} ms, ours {oq * 1e3:.0f} ms, ratio {oq / tq:.2f}, '
-            f'compile {compile_s:.1f} s, first losses torch {losses[0]:.3f} ours {losses[1]:.3f} (torch runs '
-            f'{[round(v * 1e3) for v in times["torch"]]}, ours {[round(v * 1e3) for v in times["ours"]]}); alone: '
-            f'torch {alone["torch"] * 1e3:.0f} ms, ours {alone["ours"] * 1e3:.0f} ms', flush=True)
-      del t_unet, t_text, theirs, ours
+      rows.append((name, stage, shape, info['torch']['trained'], tq, oq, alone['torch'], alone['ours'],
+                   info['ours']['compile_s'], peaks['torch'], peaks['ours'], info['ours']['temp']))
+      print(f'  {name} {stage} batch {shape} (jax on {info["ours"]["platform"]}, torch threads '
+            f'{info["torch"]["torch_threads"]}): torch {tq * 1e3:.0f} ms, ours {oq * 1e3:.0f} ms, ratio {oq / tq:.2f}, '
+            f'compile {info["ours"]["compile_s"]:.1f} s, first losses torch {info["torch"]["loss"]:.3f} ours '
+            f'{info["ours"]["loss"]:.3f} (torch runs {[round(v * 1e3) for v in times["torch"]]}, ours '
+            f'{[round(v * 1e3) for v in times["ours"]]}); alone: torch {alone["torch"] * 1e3:.0f} ms, ours '
+            f'{alone["ours"] * 1e3:.0f} ms', flush=True)
 
   print(f'\nTrain step (UNet fwd+bwd, clip, AdamW, EMA) from cached latents, {args.size}x{args.size} latent, fp32, '
         f'median of {args.repeats} interleaved runs (load avg now {os.getloadavg()[0]:.1f})')

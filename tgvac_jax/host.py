@@ -4,7 +4,10 @@ XLA:CPU allocates a compiled program's temporary buffer afresh on every call, an
 with a new mmap each time, so every train step page-faults its whole temp buffer in 4 KiB pages (the small motion
 step of bench/train_step.py: 839 MiB, 218k faults, 0.5-1.4 s of system time per 1.6 s step on a 2-core AMD EPYC).
 glibc >= 2.35 can back such blocks with transparent huge pages (the `glibc.malloc.hugetlb=1` tunable: ~700
-faults, that step 1.6 -> 1.3 s); the tunable is read only when a process starts, hence the restart.
+faults, that step 1.6 -> 1.3 s); the tunable is read only when a process starts, hence the restart. PyTorch's
+CPU allocator does the same for its large blocks when asked (`THP_MEM_ALLOC_ENABLE=1`). Memory still goes back to
+the kernel after each step; on a VM whose balloon hands freed memory to the hypervisor, a step that follows a
+pause of a few seconds pays host faults to touch it again (bench/train_step.py's docstring has the figures).
 """
 
 from __future__ import annotations
