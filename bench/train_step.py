@@ -15,10 +15,11 @@ device, fp32); theirs is the usual diffusers training loop body (fp32, eager, `t
 process the two frameworks' allocators share a heap); steps are interleaved (torch, ours, torch, ...), each after
 a 0.5 s pause (`bench/interleave.py` says why), and the medians reported, since the CPU may be shared. Then each
 side runs `--repeats` times back to back (`alone`). The two differ on VMs whose balloon driver reports freed memory
-to the hypervisor (most likely what this project's 2-core VMs do; they load `virtio_balloon`): XLA maps its temp buffer afresh every step,
-and memory left free for the ~2.5 s of a pause and torch's step is given back, so touching it again costs host
-faults (small motion on the AMD: our step 2.4-2.7 s with 1.8-2.2 s of system time right after torch's, 1.1-1.4 s
-with 0.1 s alone; the same 419 huge-page faults, no compaction stalls); torch's caching heap keeps its memory.
+to the hypervisor (most likely what this project's 2-core VMs do; they load `virtio_balloon`): XLA maps its temp
+buffer afresh every step, and memory left free for the ~2.5 s of a pause and torch's step is given back, so
+touching it again costs host faults (small motion on the AMD: our step 2.4-2.7 s with 1.8-2.2 s of system time
+right after torch's, 1.1-1.4 s with 0.1 s alone; the same 419 huge-page faults, no compaction stalls); torch's
+caching heap keeps its memory.
 `ratio` = ours / torch (goal <= 0.8). `compile` = our trace + XLA compile. `peak MiB` = the most resident memory
 one step adds over the resident memory before it (the kernel's peak-RSS mark, reset before the step:
 activations, gradients, temporaries); `XLA temp` = the compiled step's temporary buffers (XLA's own count).
@@ -211,7 +212,8 @@ def _side(conn, side: str, name: str, stage: str, frames: int, batch: int, size:
   if threads == 1:
     torch.set_num_threads(1)
   t_unet, t_text, unet, te, z = build(name, stage, frames, batch, size)
-  info = {'trained': sum(p.numel() for n, p in t_unet.named_parameters() if stage == 'frame' or 'motion_modules' in n),
+  trained = (p.numel() for n, p in t_unet.named_parameters() if stage == 'frame' or 'motion_modules' in n)
+  info = {'trained': sum(trained),
           'platform': jax.devices()[0].platform, 'torch_threads': torch.get_num_threads()}
   if side == 'ours':
     run, info['compile_s'], info['temp'], _ = ours_step(stage, unet, te, z)
@@ -234,9 +236,9 @@ class Side:
   """A side's worker process; calling it runs one step there and returns its seconds."""
 
   def __init__(self, side: str, *args):
-    parent, child = multiprocessing.get_context('spawn').Pipe()
-    self.conn = parent
-    self.proc = multiprocessing.get_context('spawn').Process(target=_side, args=(child, side) + args, daemon=True)
+    ctx = multiprocessing.get_context('spawn')  # a fresh interpreter: neither framework loaded before
+    self.conn, child = ctx.Pipe()
+    self.proc = ctx.Process(target=_side, args=(child, side) + args, daemon=True)
     self.proc.start()
 
   def ready(self) -> dict:
