@@ -9,6 +9,7 @@ import pytest
 from tgvac_jax import host
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = ('GLIBC_TUNABLES', host.OPT_OUT, 'JAX_PLATFORMS')  # what decides `wanted()`; tests set them explicitly
 BLOCK = 64 << 20  # bytes; far above glibc's largest mmap threshold (32 MiB), so malloc maps it afresh
 
 # Restarts itself if wanted, then counts the page faults of writing one malloc'd block (numpy would madvise huge
@@ -27,7 +28,7 @@ print(os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, 
 
 
 def _child(**env):
-  clean = {k: v for k, v in os.environ.items() if k not in ('GLIBC_TUNABLES', host.OPT_OUT, 'JAX_PLATFORMS')}
+  clean = {k: v for k, v in os.environ.items() if k not in ENV}
   proc = subprocess.Popen([sys.executable, '-c', CHILD], env=dict(clean, **env), stdout=subprocess.PIPE, text=True)
   out, _ = proc.communicate(timeout=120)
   assert proc.returncode == 0
@@ -36,7 +37,7 @@ def _child(**env):
 
 
 def _wanted_here() -> bool:
-  saved = {k: os.environ.pop(k) for k in ('GLIBC_TUNABLES', host.OPT_OUT, 'JAX_PLATFORMS') if k in os.environ}
+  saved = {k: os.environ.pop(k) for k in ENV if k in os.environ}
   try:
     return host.wanted()
   finally:
@@ -64,7 +65,7 @@ def linux_glibc(monkeypatch, tmp_path):
   monkeypatch.setattr(sys, 'platform', 'linux')
   monkeypatch.setattr(host.platform, 'libc_ver', lambda: ('glibc', '2.36'))
   monkeypatch.setattr(host.importlib.util, 'find_spec', lambda name: None)
-  for k in ('GLIBC_TUNABLES', host.OPT_OUT, 'JAX_PLATFORMS'):
+  for k in ENV:
     monkeypatch.delenv(k, raising=False)
   return mode
 
