@@ -199,7 +199,7 @@ def torch_step(stage: str, unet, text_encoder, batch: dict):
     opt.step()
     with torch.no_grad():
       torch._foreach_lerp_(ema, trained, 1 - EMA_DECAY)  # pylint: disable=protected-access
-    return float(loss)
+    return float(loss.detach())
   return run
 
 
