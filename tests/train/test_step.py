@@ -139,3 +139,19 @@ def test_zero_terminal_snr_schedule_is_diffusers():
   mesh = sharding.make_mesh(c.mesh)
   with pytest.raises(ValueError, match='rescale_betas_zero_snr needs diffusion.prediction_type=v_prediction'):
     state.check_config(c, mesh)
+
+
+@pytest.mark.parametrize('conditional', [True, False])
+def test_only_if_applies_or_keeps(conditional):
+  """Both forms (conditional: the CPU default; select: GPU/TPU) give fn's result where ok and the old values
+  bitwise where not."""
+  from tgvac_jax.train.step import only_if
+  old = ({'w': jnp.arange(6.0).reshape(2, 3)}, jnp.float32(2.0))
+  fn = lambda tree, s: ({'w': tree['w'] * s + 1.0}, s * 3.0)  # noqa: E731
+  f = jax.jit(lambda ok, old: only_if(ok, fn, old, conditional=conditional))
+  new = f(jnp.asarray(True), old)
+  np.testing.assert_array_equal(np.asarray(new[0]['w']), np.arange(6.0).reshape(2, 3) * 2.0 + 1.0)
+  assert float(new[1]) == 6.0
+  kept = f(jnp.asarray(False), old)
+  for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(old)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -48,3 +48,17 @@ def applied(tx: optax.GradientTransformation, opt_state) -> jax.Array:
 def ema_update(ema, params, decay: float):
   """ema <- decay * ema + (1 - decay) * params, in float32."""
   return optax.incremental_update(params, ema, step_size=1.0 - decay)
+
+
+def update_weights(tx: optax.GradientTransformation, ema_decay: float) -> Callable:
+  """(params, opt_state, ema, grads) -> (params, opt_state, ema): one `tx` update and the EMA after it (which
+  moves only when the weights did: not between accumulated micro-steps)."""
+
+  def update(params, opt_state, ema, grads):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    ema = jax.tree.map(lambda new, old: jnp.where(applied(tx, opt_state), new, old),
+                       ema_update(ema, params, ema_decay), ema)
+    return params, opt_state, ema
+
+  return update
