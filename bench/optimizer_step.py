@@ -65,8 +65,9 @@ def ours(shapes, conditional: bool):
   grads = [jnp.asarray(1e-4 * rng.standard_normal(s, np.float32)) for s in shapes]
 
   def step(state, grads):
-    ok = jnp.isfinite(optax.tree.norm(grads))
-    return only_if(ok, functools.partial(update, grads=grads), state, conditional=conditional)
+    norm = optax.tree.norm(grads)
+    return only_if(jnp.isfinite(norm), functools.partial(update, grads=grads, grad_norm=norm), state,
+                   conditional=conditional)
 
   state = (params, tx.init(params), [jnp.copy(p) for p in params])
   compiled = jax.jit(step, donate_argnums=0).lower(state, grads).compile()

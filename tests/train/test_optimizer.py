@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from tgvac_jax.train.optimizer import applied, ema_update, learning_rate, make_optimizer
+from tgvac_jax.train.optimizer import (applied, clip_by_global_norm, ema_update, learning_rate, make_optimizer,
+                                      update_weights)
 
 
 def _optim(**kw):
@@ -53,3 +54,35 @@ def test_gradient_accumulation_averages_micro_steps():
 def test_ema():
   ema = ema_update({'a': jnp.asarray([1.0, 2.0])}, {'a': jnp.asarray([3.0, 6.0])}, 0.75)
   np.testing.assert_allclose(np.asarray(ema['a']), [1.5, 3.0])
+
+
+def test_clipping_with_the_known_norm_equals_optax():
+  g = {'a': jnp.asarray([3.0, -4.0]), 'b': jnp.asarray([[12.0]])}  # norm 13
+  for max_norm in (1.0, 20.0):
+    want, _ = optax.clip_by_global_norm(max_norm).update(g, optax.EmptyState())
+    clip = clip_by_global_norm(max_norm)
+    for known in ({}, {'grad_norm': jnp.float32(13.0)}):
+      got, _ = clip.update(g, clip.init(g), **known)
+      for k in g:
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=1e-6)
+
+
+def test_update_weights_clips_with_the_step_norm_unless_accumulating():
+  """A wrong norm given to update_weights changes a plain step (so it is used) and not an accumulated one (whose
+  clipping needs the accumulated gradient's norm)."""
+  w = {'a': jnp.asarray([1.0, -2.0])}
+  g = {'a': jnp.asarray([3.0, -4.0])}  # norm 5; 5e6 would scale it to ~1e-6, near Adam's eps
+  for accum in (1, 2):
+    tx, _ = make_optimizer(_optim(warmup_steps=0, clip_norm=1.0, grad_accum=accum), 10)
+    update = update_weights(tx, 0.5)
+    results = []
+    for norm in (5.0, 5e6):
+      params, state, ema = w, tx.init(w), w
+      for _ in range(accum):
+        params, state, ema = update(params, state, ema, g, jnp.float32(norm))
+      results.append(np.asarray(params['a']))
+    if accum == 1:
+      np.testing.assert_allclose(results[0], [1.0 - 1e-2, -2.0 + 1e-2], rtol=1e-6)  # Adam's first step: the sign
+      assert np.abs(results[0] - results[1]).max() > 1e-5
+    else:
+      np.testing.assert_array_equal(results[0], results[1])

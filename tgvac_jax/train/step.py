@@ -109,7 +109,7 @@ def vae_loss_fn(config, graphdefs: dict) -> LossFn:
 def only_if(ok: jax.Array, fn: Callable, old: tuple, conditional: bool | None = None) -> tuple:
   """fn(*old) where `ok`, else `old` unchanged. `conditional` (default: on CPU) computes it as a conditional:
   as a select, XLA:CPU writes the new weights and Adam moments and reads them back to choose (bench/optimizer_step.py:
-  the medium frame stage's update on a 2-core AMD EPYC, 248 ms as a select, 187 ms as a conditional). Elsewhere
+  the medium frame stage's update on a 2-core AMD EPYC, 199 ms as a select, 134 ms as a conditional). Elsewhere
   the select: a GPU conditional may wait on the host for its predicate (not measured there)."""
   if conditional is None:
     conditional = jax.default_backend() == 'cpu'
@@ -129,7 +129,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule:
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, frozen, batch, key)
     grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    params, opt_state, ema = only_if(ok, lambda p, o, e: update(p, o, e, grads),
+    params, opt_state, ema = only_if(ok, lambda p, o, e: update(p, o, e, grads, grad_norm),
                                      (state.params, state.opt_state, state.ema))
     skipped = state.skipped + (~ok).astype(jnp.int32)
     lr = schedule((state.step - state.skipped) // grad_accum)
