@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tgvac_jax import host  # noqa: E402
 
 from interleave import cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
-from train_step import CLIP, CONFIGS, EMA_DECAY, LR, MOTION_HEADS, WEIGHT_DECAY  # noqa: E402
+from train_step import CLIP, CONFIGS, EMA_DECAY, LR, MOTION_HEADS, WEIGHT_DECAY, trainer_config  # noqa: E402
 
 
 def trained_shapes(name: str, stage: str) -> list[tuple[int, ...]]:
@@ -52,14 +52,12 @@ def ours(shapes, conditional: bool):
   import numpy as np  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
 
-  from tgvac_jax.train.config import base_config  # pylint: disable=import-outside-toplevel
   from tgvac_jax.train.optimizer import make_optimizer, update_weights  # pylint: disable=import-outside-toplevel
   from tgvac_jax.train.step import only_if  # pylint: disable=import-outside-toplevel
 
-  c = base_config()
-  c.optim.lr, c.optim.warmup_steps, c.optim.clip_norm, c.optim.weight_decay = LR, 0, CLIP, WEIGHT_DECAY
+  c = trainer_config()
   tx, _ = make_optimizer(c.optim, c.num_steps)
-  update = update_weights(tx, EMA_DECAY)
+  update = update_weights(tx, c.ema_decay)
   rng = np.random.default_rng(0)
   params = [jnp.asarray(0.01 * rng.standard_normal(s, np.float32)) for s in shapes]
   grads = [jnp.asarray(1e-4 * rng.standard_normal(s, np.float32)) for s in shapes]

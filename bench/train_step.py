@@ -112,6 +112,17 @@ def build(name: str, stage: str, frames: int, batch: int, size: int):
   return t_unet.train(), t_text, ours, te, z
 
 
+def trainer_config():
+  """Our trainer's config with the optimizer settings torch's side uses (lr, no warmup, clipping, weight decay,
+  EMA decay)."""
+  from tgvac_jax.train.config import base_config  # pylint: disable=import-outside-toplevel
+
+  c = base_config()
+  c.optim.lr, c.optim.warmup_steps, c.optim.clip_norm, c.optim.weight_decay = LR, 0, CLIP, WEIGHT_DECAY
+  c.ema_decay = EMA_DECAY
+  return c
+
+
 def ours_step(stage: str, unet, text_encoder, batch: dict):
   """The trainer's step on one device: (a function running one step, compile seconds, XLA temp bytes, the
   compiled step)."""
@@ -121,15 +132,12 @@ def ours_step(stage: str, unet, text_encoder, batch: dict):
   from flax import nnx  # pylint: disable=import-outside-toplevel
 
   from tgvac_jax.models.motion import MotionParam  # pylint: disable=import-outside-toplevel
-  from tgvac_jax.train.config import base_config  # pylint: disable=import-outside-toplevel
   from tgvac_jax.train.optimizer import make_optimizer  # pylint: disable=import-outside-toplevel
   from tgvac_jax.train.state import TrainState  # pylint: disable=import-outside-toplevel
   from tgvac_jax.train.step import diffusion_loss_fn, make_train_step  # pylint: disable=import-outside-toplevel
 
-  c = base_config()
+  c = trainer_config()
   c.stage, c.compute_dtype = stage, 'float32'
-  c.optim.lr, c.optim.warmup_steps, c.optim.clip_norm, c.optim.weight_decay = LR, 0, CLIP, WEIGHT_DECAY
-  c.ema_decay = EMA_DECAY
   graphdef, params, rest = nnx.split(unet, MotionParam if stage == 'motion' else nnx.Param, ...)
   te_def, te_state = nnx.split(text_encoder)
   empty = np.ones((1, 77), np.int32)
