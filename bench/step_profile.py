@@ -79,7 +79,8 @@ def component(stack: list[tuple[str, str, int]]) -> str:
     fn = fn.split('.<locals>')[0]
     if f.endswith(('models/attention.py', 'models/cpu_attention.py')) and fn not in ('split_heads', 'merge_heads'):
       return temporal + 'attention core'
-    if f.endswith('models/resnet.py') and fn in ('conv2d', '_fold_taps', 'upsample_conv', 'Conv2d.__call__'):
+    if (f.endswith('models/resnet.py') and fn in ('conv2d', '_fold_taps', 'upsample_conv', 'Conv2d.__call__')
+        or f.endswith('models/cpu_conv.py')):
       return temporal + 'conv'
     for root in ('tgvac_jax/', 'optax/'):
       if root in f:

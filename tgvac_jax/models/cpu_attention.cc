@@ -8,17 +8,20 @@
 // log-sum-exp of its scaled scores, kept by the forward for the backward (FlashAttention's recomputation).
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <thread>
 #include <vector>
 
-#include "xla/ffi/api/ffi.h"
+#include "cpu_kernels.h"
 
 namespace ffi = xla::ffi;
+using tgvac::Ints;
+using tgvac::kLanes;
+using tgvac::load;
+using tgvac::parallel_for_items;
+using tgvac::store;
+using tgvac::Vec;
 
 // Any rank >= 3: leading dimensions are batch (a vmapped call adds them). Named once: a comma inside the handler
 // macros' arguments would split them.
@@ -27,20 +30,8 @@ using Result = ffi::ResultBuffer<ffi::F32>;
 
 namespace {
 
-// Vectors of 16 floats through GCC's vector extension: one AVX-512 register, two AVX2 ones, four NEON ones.
-constexpr int64_t kLanes = 16;
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t Ints __attribute__((vector_size(kLanes * sizeof(int32_t))));
 // Query rows per tile: each key vector loaded is used for this many rows' scores.
 constexpr int64_t kRows = 8;
-
-inline Vec load(const float* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
 
 typedef float Half __attribute__((vector_size(kLanes / 2 * sizeof(float))));
 typedef float Quarter __attribute__((vector_size(kLanes / 4 * sizeof(float))));
@@ -73,33 +64,6 @@ inline Vec exp_nonpositive(Vec x) {
   p = p * r + 1.0f;
   const Ints bits = (__builtin_convertvector(n, Ints) + 127) << 23;
   return p * reinterpret_cast<const Vec&>(bits);
-}
-
-// Runs body(i) for i in [0, n) on the calling thread and up to n - 1 pool workers. Items are claimed from a
-// shared counter, so a worker that starts late (the pool busy with other ops) finds nothing left and returns; the
-// caller waits only for items claimed, never for queued workers.
-template <typename Body>
-void parallel_for_items(ffi::ThreadPool& pool, int64_t n, const Body& body) {
-  struct State {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-  };
-  auto state = std::make_shared<State>();
-  auto work = [state, n, &body]() {
-    for (int64_t i; (i = state->next.fetch_add(1)) < n;) {
-      body(i);
-      state->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n) - 1;
-  // A late worker may run after this call returned: it holds the state, and touches body only if it claims an
-  // item, which it cannot once next >= n.
-  for (int64_t t = 0; t < helpers; ++t) {
-    auto copy = work;
-    pool.Schedule(std::move(copy));
-  }
-  work();
-  while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
 
 // This thread's scratch of at least n floats, kept across pairs and calls: a motion module's temporal attention has

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tgvac_jax.models import cpu_conv
+
 
 class GroupNorm(nnx.Module):
   """GroupNorm over all axes but the first and the channel axis, per group of channels (torch semantics).
@@ -52,11 +54,17 @@ class GroupNorm(nnx.Module):
 MATMUL_CONV_MAX_PIXELS = 64
 
 
+# Our conv kernel (`cpu_conv`) runs a 3x3 conv at 32x32 about twice as fast as XLA:CPU and our matmul forms, but is
+# slower on smaller maps with wide channels, where it streams its weights from L3 for every few output pixels
+# (bench/conv.py, 2-core AMD EPYC). It takes convs whose output has at least this many pixels per image.
+CPU_CONV_KERNEL_MIN_PIXELS = 1024
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int] = (1, 1),
            padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0)), precision=None) -> jax.Array:
-  """NHWC x HWIO convolution without bias: 1x1 as a dot; on CPU, <= 64 output channels from >= 64 input channels
-  as row-shifted dots, outputs of at most `MATMUL_CONV_MAX_PIXELS` pixels as an im2col dot; otherwise
-  `lax.conv_general_dilated`."""
+  """NHWC x HWIO convolution without bias: 1x1 as a dot; on CPU with one device, stride 1 in float32 on maps of at
+  least `CPU_CONV_KERNEL_MIN_PIXELS` by our kernel (`cpu_conv`); otherwise <= 64 output channels from >= 64 input channels as row-shifted dots,
+  outputs of at most `MATMUL_CONV_MAX_PIXELS` pixels as an im2col dot; otherwise `lax.conv_general_dilated`."""
   kh, kw, cin, cout = kernel.shape
   sh, sw = strides
   (pt, pb), (pl, pr) = padding
@@ -65,6 +73,10 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int] = (1, 1),
   if kh == kw == 1 and sh == sw == 1 and not (pt or pb or pl or pr):
     return jnp.dot(x, kernel[0, 0], precision=precision)
   cpu = jax.default_backend() == 'cpu'
+  # One device only: XLA's partitioner cannot split a custom call over a mesh, it would gather its operands.
+  if (cpu and ho * wo >= CPU_CONV_KERNEL_MIN_PIXELS and jax.device_count() == 1
+      and cpu_conv.supported(x, kernel, strides, padding) and cpu_conv.available()):
+    return cpu_conv.conv(x, kernel, padding)
   if cpu and sh == sw == 1 and kh > 1 and cout <= 64 <= cin:
     # XLA:CPU's conv does not use a second thread for so few output channels; kh row-shifted dots over
     # column-unfolded input do (1.5x on 2 cores at 32x32x64).
