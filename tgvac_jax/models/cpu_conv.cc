@@ -110,8 +110,10 @@ ffi::Error Conv(ffi::ThreadPool pool, Array x, Array w, Result out) {
     float* on = op + n * g.ho * g.wo * g.co;
     int64_t co0 = 0;
     for (; co0 + kVecs * kLanes <= g.co; co0 += kVecs * kLanes) tiles<kVecs>(g, xn, wp, p0, p1, co0, on);
-    // The last channels (fewer than 16 kVecs): pairs of vectors, then single ones.
-    for (; kVecs > 2 && co0 + 2 * kLanes <= g.co; co0 += 2 * kLanes) tiles<(kVecs > 2 ? 2 : 1)>(g, xn, wp, p0, p1, co0, on);
+    // The last channels (fewer than kVecs vectors of 16): pairs of vectors, then single ones.
+    for (; kVecs > 2 && co0 + 2 * kLanes <= g.co; co0 += 2 * kLanes) {
+      tiles<(kVecs > 2 ? 2 : 1)>(g, xn, wp, p0, p1, co0, on);
+    }
     for (; co0 < g.co; co0 += kLanes) tiles<1>(g, xn, wp, p0, p1, co0, on);
   });
   return ffi::Error::Success();

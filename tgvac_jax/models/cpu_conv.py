@@ -4,8 +4,9 @@ XLA FFI for stride-1 float32 convs; `resnet.conv2d` takes it on CPU.
 XLA:CPU's convolution (and our matmul forms of it in `resnet.py`) builds shifted copies of the input or runs a
 generic loop nest; the kernel reads the padded image in place as a strided matrix and keeps a 6-pixel x 64-channel
 tile of outputs in registers over all taps (bench/conv.py: about twice as fast as XLA's conv at 32x32; slower than
-it on small maps with wide channels, which `resnet.conv2d` keeps from it). Its backward for the input is the same kernel on the padded output gradient with the kernel
-flipped and transposed; the weight gradient is XLA's (the motion stage, whose convs are frozen, never computes it).
+it on small maps with wide channels, which `resnet.conv2d` keeps from it). Its backward for the input is the same
+kernel on the padded output gradient with the kernel flipped and transposed; the weight gradient is XLA's (the
+motion stage, whose convs are frozen, never computes it).
 """
 
 from __future__ import annotations
