@@ -7,6 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
 from tgvac_jax.models.attention import attend
 from tgvac_jax.models.resnet import GroupNorm, conv
@@ -43,15 +44,50 @@ class Attention(nnx.Module):
     return self.to_out[0](out)
 
 
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+
+
+def _gated(p: jax.Array):
+  """(hidden, gate, Phi(gate)) of a GEGLU projection's output: the erf GELU is gate * Phi(gate)."""
+  h, gate = jnp.split(p, 2, axis=-1)
+  return h, gate, 0.5 + 0.5 * lax.erf(gate * _SQRT_HALF)
+
+
+@jax.custom_vjp
+def geglu(p: jax.Array) -> jax.Array:
+  """hidden * gelu(gate) of p = [hidden, gate] (exact erf GELU, as torch's default).
+
+  Its own backward keeps only p (a dot's output, which remat policies save anyway) and writes both halves of the
+  gradient in one pass from gelu'(g) = Phi(g) + g phi(g); autodiff of `jax.nn.gelu` kept erf's output and made
+  five elementwise passes plus a concatenation (medium motion step on a 2-core AMD EPYC: ~15 ms per GEGLU at
+  14336 tokens x 256).
+  """
+  h, gate, cdf = _gated(p)
+  return h * (gate * cdf)
+
+
+def _geglu_forward(p):
+  return geglu(p), p
+
+
+def _geglu_backward(p, grad):
+  h, gate, cdf = _gated(p)
+  slope = cdf + gate * _INV_SQRT_2PI * jnp.exp(-0.5 * gate * gate)
+  return (jnp.concatenate([grad * (gate * cdf), grad * h * slope], axis=-1),)
+
+
+geglu.defvjp(_geglu_forward, _geglu_backward)
+
+
 class GEGLU(nnx.Module):
-  """proj -> split in (hidden, gate) -> hidden * gelu(gate) (exact erf GELU, as torch's default)."""
+  """proj -> split in (hidden, gate) -> hidden * gelu(gate)."""
 
   def __init__(self, dim_in: int, dim_out: int, *, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.proj = nnx.Linear(dim_in, dim_out * 2, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    h, gate = jnp.split(self.proj(x), 2, axis=-1)
-    return h * jax.nn.gelu(gate, approximate=False)
+    return geglu(self.proj(x))
 
 
 class FeedForward(nnx.Module):
