@@ -66,6 +66,13 @@ inline Vec exp_nonpositive(Vec x) {
   return p * reinterpret_cast<const Vec&>(bits);
 }
 
+// 1 in the lanes of keys [j, j + 16) that are real keys (j < S), 0 in the padding's: a multiply instead of a
+// lane-by-lane loop (which compiled to a call to memset on every short row).
+inline Vec real_keys(int64_t j, int64_t s) {
+  const Ints lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  return (lane < static_cast<int32_t>(s - j)) ? Vec{} + 1.0f : Vec{};
+}
+
 // This thread's scratch of at least n floats, kept across pairs and calls: a motion module's temporal attention has
 // thousands of tiny pairs, and allocating per pair cost as much as their arithmetic.
 float* scratch(int64_t n) {
@@ -147,9 +154,7 @@ float exp_row(float* p, float shift, const Dims& m) {
   Vec total = {};
   for (int64_t j = 0; j < m.sp; j += kLanes) {
     Vec x = exp_nonpositive(load(p + j) - shift);
-    if (j + kLanes > m.s) {
-      for (int64_t l = m.s - j; l < kLanes; ++l) x[l] = 0.0f;
-    }
+    if (j + kLanes > m.s) x *= real_keys(j, m.s);
     store(p + j, x);
     total += x;
   }
@@ -218,11 +223,11 @@ void backward_tile(const float* qs, const float* g, const float* lse, const floa
         dp[r] += g[r * m.d + e] * vx;
       }
     }
+    const Vec keep = j + kLanes > m.s ? real_keys(j, m.s) : Vec{} + 1.0f;
+#pragma GCC unroll 8
     for (int64_t r = 0; r < kRows; ++r) {
-      p[r] = r < rows ? exp_nonpositive(p[r] - lse[r]) : Vec{};
-      if (j + kLanes > m.s) {
-        for (int64_t l = m.s - j; l < kLanes; ++l) p[r][l] = 0.0f;
-      }
+      // Rows past T have lse 0 and zero q and dO: their p is masked here, their dP is already 0.
+      p[r] = exp_nonpositive(p[r] - lse[r]) * (r < rows ? keep : Vec{});
       dp[r] = p[r] * (dp[r] - delta[r]);
       store(ds + r * m.sp + j, dp[r]);
     }
