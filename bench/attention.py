@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tgvac_jax import host  # noqa: E402
 
-from interleave import cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
+from interleave import interleaved, machine_line  # noqa: E402  (bench/, the script's own folder)
 
 SHAPES = {
     'demo self 16x16': (16, 256, 8, 4, 256),
@@ -52,9 +52,7 @@ def main() -> None:
 
   from tgvac_jax.models import attention  # pylint: disable=import-outside-toplevel
 
-  cpu = cpu_name()
-  print(f'{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, jax {jax.__version__}, '
-        f'torch {torch.__version__}, load avg {os.getloadavg()[0]:.1f}', flush=True)
+  print(machine_line(jax, torch), flush=True)
   rows = []
   for name, (b, t, h, d, s) in SHAPES.items():
     rng = np.random.default_rng(0)

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tgvac_jax import host  # noqa: E402
 
-from interleave import cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
+from interleave import interleaved, machine_line  # noqa: E402  (bench/, the script's own folder)
 
 SHAPES = {
     'medium 32x32': (14, 32, 32, 64, 64),
@@ -54,8 +54,7 @@ def main() -> None:
 
   if not cpu_conv.available():
     raise SystemExit('the CPU conv kernel could not be built on this machine (see the warning above)')
-  print(f'{cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, jax {jax.__version__}, '
-        f'torch {torch.__version__}, load avg {os.getloadavg()[0]:.1f}', flush=True)
+  print(machine_line(jax, torch), flush=True)
   pad = ((1, 1), (1, 1))
   rows = []
   for name, (n, h, w, cin, cout) in SHAPES.items():

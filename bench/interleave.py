@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -11,6 +12,12 @@ def cpu_name() -> str:
   """The CPU's model name, which every figure must carry ('?' where /proc/cpuinfo does not say)."""
   with open('/proc/cpuinfo') as f:
     return next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), '?')
+
+
+def machine_line(jax, torch) -> str:
+  """What an ours-vs-torch table was measured on: CPU, cores, torch threads, versions, load."""
+  return (f'{cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, jax {jax.__version__}, '
+          f'torch {torch.__version__}, load avg {os.getloadavg()[0]:.1f}')
 
 
 def interleaved(sides: Mapping[str, Callable[[], object]], repeats: int, pause_s: float = 0.0

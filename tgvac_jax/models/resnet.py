@@ -63,8 +63,9 @@ CPU_CONV_KERNEL_MIN_PIXELS = 1024
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int] = (1, 1),
            padding: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0)), precision=None) -> jax.Array:
   """NHWC x HWIO convolution without bias: 1x1 as a dot; on CPU with one device, stride 1 in float32 on maps of at
-  least `CPU_CONV_KERNEL_MIN_PIXELS` by our kernel (`cpu_conv`); otherwise <= 64 output channels from >= 64 input channels as row-shifted dots,
-  outputs of at most `MATMUL_CONV_MAX_PIXELS` pixels as an im2col dot; otherwise `lax.conv_general_dilated`."""
+  least `CPU_CONV_KERNEL_MIN_PIXELS` by our kernel (`cpu_conv`); otherwise <= 64 output channels from >= 64 input
+  channels as row-shifted dots, outputs of at most `MATMUL_CONV_MAX_PIXELS` pixels as an im2col dot; otherwise
+  `lax.conv_general_dilated`."""
   kh, kw, cin, cout = kernel.shape
   sh, sw = strides
   (pt, pb), (pl, pr) = padding

@@ -58,10 +58,10 @@ def _gated(p: jax.Array):
 def geglu(p: jax.Array) -> jax.Array:
   """hidden * gelu(gate) of p = [hidden, gate] (exact erf GELU, as torch's default).
 
-  Its own backward keeps only p (a dot's output, which remat policies save anyway) and writes both halves of the
-  gradient in one pass from gelu'(g) = Phi(g) + g phi(g); autodiff of `jax.nn.gelu` kept erf's output and made
-  five elementwise passes plus a concatenation (medium motion step on a 2-core AMD EPYC: ~15 ms per GEGLU at
-  14336 tokens x 256).
+  Its own backward keeps only p (a dot's output, which remat policies save anyway) and makes both halves of the
+  gradient in one fusion from gelu'(g) = Phi(g) + g phi(g), then concatenates them; autodiff of `jax.nn.gelu` kept
+  erf's output and made five elementwise passes plus the concatenation (dense -> GEGLU -> dense forward and
+  backward at 14336 tokens, 64 -> 256 channels, 2-core AMD EPYC: 99.5 -> 82.6 ms).
   """
   h, gate, cdf = _gated(p)
   return h * (gate * cdf)
