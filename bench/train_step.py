@@ -123,9 +123,9 @@ def trainer_config():
   return c
 
 
-def ours_step(stage: str, unet, text_encoder, batch: dict):
-  """The trainer's step on one device: (a function running one step, compile seconds, XLA temp bytes, the
-  compiled step)."""
+def jitted_step(stage: str, unet, text_encoder, compute_dtype: str = 'float32'):
+  """The trainer's step for `unet` (all of it trained for 'frame', its `MotionParam`s for 'motion') on one device:
+  (the jitted step with the state donated, the initial state, the frozen weights)."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -137,7 +137,7 @@ def ours_step(stage: str, unet, text_encoder, batch: dict):
   from tgvac_jax.train.step import diffusion_loss_fn, make_train_step  # pylint: disable=import-outside-toplevel
 
   c = trainer_config()
-  c.stage, c.compute_dtype = stage, 'float32'
+  c.stage, c.compute_dtype = stage, compute_dtype
   graphdef, params, rest = nnx.split(unet, MotionParam if stage == 'motion' else nnx.Param, ...)
   te_def, te_state = nnx.split(text_encoder)
   empty = np.ones((1, 77), np.int32)
@@ -148,7 +148,16 @@ def ours_step(stage: str, unet, text_encoder, batch: dict):
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                      ema=jax.tree.map(jnp.copy, params), rng=jax.random.key_data(jax.random.key(0)),
                      skipped=jnp.zeros((), jnp.int32))
-  frozen = {'unet': rest, 'text_encoder': te_state}
+  return step, state, {'unet': rest, 'text_encoder': te_state}
+
+
+def ours_step(stage: str, unet, text_encoder, batch: dict):
+  """The trainer's step on one device: (a function running one step, compile seconds, XLA temp bytes, the
+  compiled step)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  step, state, frozen = jitted_step(stage, unet, text_encoder)
   x = {k: jnp.asarray(v) for k, v in batch.items()}
   t0 = time.perf_counter()
   compiled = step.lower(state, frozen, x).compile()
