@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tgvac_jax import host  # noqa: E402
 
-from train_step import CONFIGS, jitted_step  # noqa: E402  (bench/, the script's own folder)
+from train_step import CONFIGS, jitted_step, random_latents  # noqa: E402  (bench/, the script's own folder)
 
 MODELS = {'sd15': {}, **CONFIGS}
 REMAT = {'frame': 'none', 'motion': 'motion'}  # configs/frame.py's and configs/motion.py's
@@ -35,8 +35,7 @@ REMAT = {'frame': 'none', 'motion': 'motion'}  # configs/frame.py's and configs/
 
 def build(args, stage: str, attention: str, remat: str):
   """Our UNet (motion modules for 'motion'), a one-layer text encoder of the UNet's context width, and a
-  random cached-latent batch; weights made on the device in one jit."""
-  import jax  # pylint: disable=import-outside-toplevel
+  random cached-latent batch; weights made on the device in one jit, as the trainer makes them."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from flax import nnx  # pylint: disable=import-outside-toplevel
@@ -44,6 +43,7 @@ def build(args, stage: str, attention: str, remat: str):
   from tgvac_jax.models.clip import CLIPTextConfig, CLIPTextModel  # pylint: disable=import-outside-toplevel
   from tgvac_jax.models.motion import MotionConfig  # pylint: disable=import-outside-toplevel
   from tgvac_jax.models.unet import UNet2DConditionModel, UNetConfig  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train.stages import _jit_init  # pylint: disable=import-outside-toplevel  (the trainer's init)
 
   impl = None if attention == 'default' else attention
   motion = (MotionConfig(remat=remat == 'motion', attention_impl=impl) if stage == 'motion' else None)
@@ -54,20 +54,13 @@ def build(args, stage: str, attention: str, remat: str):
                             num_hidden_layers=1, num_attention_heads=4, bos_token_id=0, eos_token_id=1,
                             pad_token_id=1)
   dtype = jnp.dtype(args.dtype)
-
-  def made(make):
-    graphdef = nnx.split(nnx.eval_shape(make))[0]
-    return nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()))())
-  unet = made(lambda: UNet2DConditionModel(unet_cfg, dtype=dtype, rngs=nnx.Rngs(0)))
-  te = made(lambda: CLIPTextModel(text_cfg, dtype=dtype, rngs=nnx.Rngs(1)))
+  unreplicated = lambda abstract: None  # noqa: E731  (one device: no out_shardings)
+  unet = _jit_init(lambda: UNet2DConditionModel(unet_cfg, dtype=dtype, rngs=nnx.Rngs(0)), unreplicated)
+  te = _jit_init(lambda: CLIPTextModel(text_cfg, dtype=dtype, rngs=nnx.Rngs(1)), unreplicated)
 
   batch = args.batch if stage == 'frame' else args.clips
-  rng = np.random.default_rng(0)
-  lat = (batch,) + ((args.frames,) if stage == 'motion' else ()) + (args.size, args.size, 4)
-  z = {k: rng.standard_normal(lat, np.float32) for k in ('target_mean', 'occluded', 'mask')}
-  z['target_std'] = np.abs(0.1 * rng.standard_normal(lat, np.float32))
-  z['input_ids'] = rng.integers(2, 60, (batch, 77)).astype(np.int32)
-  z['context'] = rng.standard_normal((batch, 77, width), np.float32)
+  z = random_latents(stage, args.frames, batch, args.size)
+  z['context'] = np.random.default_rng(1).standard_normal((batch, 77, width), np.float32)
   return unet, te, {k: jnp.asarray(v) for k, v in z.items()}
 
 

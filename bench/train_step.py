@@ -73,7 +73,6 @@ def peak_added_rss(fn) -> int:
 def build(name: str, stage: str, frames: int, batch: int, size: int):
   """Torch and our models with the same weights, and one cached-latent batch in both layouts."""
   import diffusers  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
@@ -102,14 +101,23 @@ def build(name: str, stage: str, frames: int, batch: int, size: int):
     t_unet = diffusers.UNetMotionModel.from_unet2d(t_unet, adapter)
   te, _ = convert_clip.from_torch(t_text.state_dict(), t_text.config.to_dict())
 
-  rng = np.random.default_rng(0)
-  lat = (batch,) + ((frames,) if stage == 'motion' else ()) + (size, size)
-  z = {k: rng.standard_normal(lat + (4,), np.float32) for k in ('target_mean', 'occluded', 'mask')}
-  z['target_std'] = np.abs(0.1 * rng.standard_normal(lat + (4,), np.float32))
-  z['input_ids'] = rng.integers(2, 60, (batch, 77)).astype(np.int32)
+  z = random_latents(stage, frames, batch, size)
   with torch.no_grad():
     z['context'] = t_text(torch.from_numpy(z['input_ids']).long()).last_hidden_state.numpy()
   return t_unet.train(), t_text, ours, te, z
+
+
+def random_latents(stage: str, frames: int, batch: int, size: int) -> dict:
+  """A random cached-latent batch without its caption embeddings (`context`): posterior mean and std of the
+  targets, occluded and mask latents, caption ids."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  rng = np.random.default_rng(0)
+  lat = (batch,) + ((frames,) if stage == 'motion' else ()) + (size, size, 4)
+  z = {k: rng.standard_normal(lat, np.float32) for k in ('target_mean', 'occluded', 'mask')}
+  z['target_std'] = np.abs(0.1 * rng.standard_normal(lat, np.float32))
+  z['input_ids'] = rng.integers(2, 60, (batch, 77)).astype(np.int32)
+  return z
 
 
 def trainer_config():
