@@ -3,13 +3,14 @@ backward), our fused kernel (`cpu_attention.py`) and PyTorch's `scaled_dot_produ
 forward+backward, on the shapes our models use.
 
   python bench/attention.py                  # every shape below
-  python bench/attention.py --repeats 9
+  python bench/attention.py --repeats 9 --shapes "medium self 32x32,medium cross 32x32"
 
 Shapes are (batch, queries, heads, head width, keys): the embedded demo's UNet (16 frames, 16x16 latent, 8 heads
 of 4 at the first level, 77 caption tokens), SD-1.5 at a 32x32 and 64x64 latent, a motion module's 14-frame
-temporal attention over every pixel. All float32, one device; runs are interleaved and the medians reported.
-`path()` in `tgvac_jax/models/attention.py` picks the path; its choice is marked with * and is the one compared with
-torch.
+temporal attention over every pixel, and the spatial attentions of bench/train_step.py's medium UNet (14 frames,
+8 heads of 8, 16 and 32 at its 32x32, 16x16 and 8x8 levels). All float32, one device; runs are interleaved and the
+medians reported. `path()` in `tgvac_jax/models/attention.py` picks the path; its choice is marked with * and is the
+one compared with torch.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ SHAPES = {
     'SD cross 16x16': (2, 256, 8, 80, 77),
     'motion 14 frames': (1024, 14, 8, 40, 14),
     'small motion 14 frames': (1024, 14, 8, 8, 14),
+    'medium self 32x32': (14, 1024, 8, 8, 1024),
+    'medium cross 32x32': (14, 1024, 8, 8, 77),
+    'medium self 16x16': (14, 256, 8, 16, 256),
+    'medium self 8x8': (14, 64, 8, 32, 64),
 }
 
 IMPLS = ('xla', 'blocked', 'kernel')
@@ -43,7 +48,11 @@ IMPLS = ('xla', 'blocked', 'kernel')
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--repeats', type=int, default=7)
+  p.add_argument('--shapes', default=','.join(SHAPES), help='comma-separated names from the table above')
   args = p.parse_args()
+  unknown = sorted(set(args.shapes.split(',')) - set(SHAPES))
+  if unknown:
+    p.error(f'unknown shapes {unknown}; choose from {sorted(SHAPES)}')
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -54,7 +63,8 @@ def main() -> None:
 
   print(machine_line(jax, torch), flush=True)
   rows = []
-  for name, (b, t, h, d, s) in SHAPES.items():
+  for name in args.shapes.split(','):
+    b, t, h, d, s = SHAPES[name]
     rng = np.random.default_rng(0)
     q = rng.standard_normal((b, t, h * d), np.float32)
     k, v = (rng.standard_normal((b, s, h * d), np.float32) for _ in range(2))
