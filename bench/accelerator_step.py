@@ -71,11 +71,6 @@ def row(args, stage: str, attention: str) -> dict:
   from tgvac_jax.train.metrics import peak_flops  # pylint: disable=import-outside-toplevel
 
   remat = args.remat or REMAT[stage]
-  unet, te, z = build(args, stage, 'xla', 'none')  # the model FLOPs: no recomputation, every FLOP counted
-  step, state, frozen = jitted_step(stage, unet, te, args.dtype)
-  flops = float(step.lower(state, frozen, z).cost_analysis()['flops'])
-  del unet, te, step, state, frozen
-
   unet, te, z = build(args, stage, attention, remat)
   step, state, frozen = jitted_step(stage, unet, te, args.dtype)
   del unet, te
@@ -95,10 +90,18 @@ def row(args, stage: str, attention: str) -> dict:
   peak = stats.get('peak_bytes_in_use') or (mem.argument_size_in_bytes + mem.output_size_in_bytes
                                             + mem.temp_size_in_bytes)
   step_s = statistics.median(times)
+  loss = float(metrics['loss'])
+  del step, state, frozen, compiled, metrics
+
+  # The model FLOPs, after the peak is read: the same step without recomputation and with XLA's attention, so
+  # every FLOP is counted once.
+  unet, te, z = build(args, stage, 'xla', 'none')
+  step, state, frozen = jitted_step(stage, unet, te, args.dtype)
+  flops = float(step.lower(state, frozen, z).cost_analysis()['flops'])
   device_peak = peak_flops(device)
   return {'stage': stage, 'attention': attention, 'remat': remat, 'compile_s': compile_s, 'step_s': step_s,
           'tflop': flops / 1e12, 'mfu': flops / step_s / device_peak if device_peak else None,
-          'peak_gib': peak / 2**30, 'loss': float(metrics['loss']), 'device': device.device_kind}
+          'peak_gib': peak / 2**30, 'loss': loss, 'device': device.device_kind}
 
 
 def main() -> None:
