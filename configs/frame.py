@@ -16,7 +16,7 @@ def tiny(c):
   c.init.from_scratch = True
   c.init.checkpoint = ''
   c.data.dataset = ''
-  c.data.procedural = 12          # build this many procedural videos into <workdir>/data first
+  c.data.procedural_videos = 12   # build this many procedural videos into <workdir>/data first
   c.data.size = 32
   c.data.clip_len = 4
   c.batch_size = 8                # divisible by 1, 2, 4 and 8 devices

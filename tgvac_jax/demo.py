@@ -101,7 +101,7 @@ def _trainer_config(c, base, stage: str, workdir: Path, dataset: str, init: str 
   t.init.checkpoint = init
   t.init.motion_heads = c.model.motion_heads
   t.data.dataset = dataset
-  t.data.procedural = 0
+  t.data.procedural_videos = 0
   t.data.size = c.data.size
   t.data.shuffle_seed = c.seed
   for k, v in c.model.items():

@@ -24,7 +24,7 @@ TMP = Path(tempfile.mkdtemp(prefix='tgvac-trainer-tests-'))
 atexit.register(shutil.rmtree, TMP, ignore_errors=True)
 STEPS = 16            # the reference run's length
 EVERY = 4             # steps between checkpoints
-TINY = ('--config', 'configs/frame.py:tiny', '--config.data.size=16', '--config.data.procedural=8',
+TINY = ('--config', 'configs/frame.py:tiny', '--config.data.size=16', '--config.data.procedural_videos=8',
         '--config.model.unet_channels=(32,)', '--config.model.vae_channels=(16,32)', '--config.model.text_width=32',
         '--config.model.text_layers=1', f'--config.checkpoint.every={EVERY}', '--config.log.every=4',
         '--config.log.val_every=0')

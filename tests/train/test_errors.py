@@ -52,7 +52,7 @@ def tiny(module, tmp_path, dataset, **overrides):
   c.workdir = str(tmp_path / 'work')
   c.data.dataset = dataset
   c.data.size = 16
-  c.data.procedural = 0
+  c.data.procedural_videos = 0
   c.update_from_flattened_dict(overrides)
   return c
 

@@ -161,7 +161,7 @@ def test_vae_stage_exports_its_latent_scale(tmp_path):
   from tgvac_jax.train import inputs, trainer
   c = vae_config.get_config('tiny')
   c.model.vae_channels = (16, 32)
-  c.data.size, c.data.procedural = 16, 6
+  c.data.size, c.data.procedural_videos = 16, 6
   c.workdir = str(tmp_path / 'vae')
   c.num_steps = c.checkpoint.every = 1
   c.checkpoint.async_save = False

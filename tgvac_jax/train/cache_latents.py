@@ -319,7 +319,7 @@ def run(config) -> None:
   if config.distributed.initialize:
     from tgvac_jax.train.trainer import initialize_distributed  # pylint: disable=import-outside-toplevel
     initialize_distributed(config)
-  if config.data.procedural > 0 and not config.data.dataset and not config.data.pix2gestalt:
+  if config.data.procedural_videos > 0 and not config.data.dataset and not config.data.pix2gestalt:
     from tgvac_jax.train.trainer import procedural_dataset  # pylint: disable=import-outside-toplevel
     config.data.dataset = procedural_dataset(config, Path(config.workdir).absolute())
   out = cache(config, jax.process_index(), jax.process_count())

@@ -51,13 +51,13 @@ def initialize_distributed(config) -> None:
 
 
 def procedural_dataset(config, workdir: Path) -> str:
-  """Builds (once; later calls find it) `data.procedural` procedural videos into workdir/data; returns the
+  """Builds (once; later calls find it) `data.procedural_videos` procedural videos into workdir/data; returns the
   dataset folder. Process 0 builds while the others wait."""
   from data_prep.builder import BuildConfig, build  # pylint: disable=import-outside-toplevel
   from data_prep.occlusion import SynthConfig  # pylint: disable=import-outside-toplevel
   from data_prep.sources.procedural import ProceduralSource  # pylint: disable=import-outside-toplevel
   c = config.data
-  source = ProceduralSource(num_videos=c.procedural, size=c.size, min_frames=c.clip_len + 4,
+  source = ProceduralSource(num_videos=c.procedural_videos, size=c.size, min_frames=c.clip_len + 4,
                             max_frames=c.clip_len + 8, seed=config.seed)
   cfg = BuildConfig(synth=SynthConfig(clip_len=c.clip_len, resolution=c.size), seed=config.seed)
   make = lambda: build(source, cfg, str(workdir / 'data'), progress=False).dataset_dir  # noqa: E731
@@ -112,7 +112,7 @@ def run(config) -> None:
   # and the starting weights first (their messages say more than a data or tokenizer error would)
   check_config(config, mesh)
   check_init(config)
-  if config.data.procedural > 0 and not config.data.dataset and not config.data.cached_latents:
+  if config.data.procedural_videos > 0 and not config.data.dataset and not config.data.cached_latents:
     config.data.dataset = procedural_dataset(config, workdir)
   iterator = iter(make_dataset(config, jax.process_index(), jax.process_count()))
   trainee = setup(config, mesh, motion_init=motion_loader(config))
