@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.clip_len = 14            # motion stage: frames per clip
   c.data.worker_count = 0         # Grain worker processes (0: in the main process)
   c.data.shuffle_seed = 0
-  c.data.procedural_videos = 0   # > 0 and no data.dataset: build this many procedural videos in workdir/data
+  c.data.procedural_videos = 0    # > 0 and no data.dataset: build this many procedural videos in workdir/data
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 5e-4
