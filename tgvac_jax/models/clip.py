@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tgvac_jax.models import dense
 from tgvac_jax.models.attention import attend
 
 ACTIVATIONS = {
@@ -155,10 +156,10 @@ class CLIPAttention(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.heads = heads
     self.implementation = implementation
-    self.k_proj = nnx.Linear(dim, dim, **kw)
-    self.v_proj = nnx.Linear(dim, dim, **kw)
-    self.q_proj = nnx.Linear(dim, dim, **kw)
-    self.out_proj = nnx.Linear(dim, dim, **kw)
+    self.k_proj = dense.Linear(dim, dim, **kw)
+    self.v_proj = dense.Linear(dim, dim, **kw)
+    self.q_proj = dense.Linear(dim, dim, **kw)
+    self.out_proj = dense.Linear(dim, dim, **kw)
 
   def __call__(self, x: jax.Array, *, is_causal: bool = False, mask: jax.Array | None = None) -> jax.Array:
     out = attend(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads, is_causal=is_causal, mask=mask,
@@ -170,8 +171,8 @@ class CLIPMLP(nnx.Module):
   def __init__(self, dim: int, hidden: int, act: str, *, dtype, param_dtype, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.act = act
-    self.fc1 = nnx.Linear(dim, hidden, **kw)
-    self.fc2 = nnx.Linear(hidden, dim, **kw)
+    self.fc1 = dense.Linear(dim, hidden, **kw)
+    self.fc2 = dense.Linear(hidden, dim, **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.fc2(ACTIVATIONS[self.act](self.fc1(x)))
@@ -328,7 +329,7 @@ class CLIPVisionModelWithProjection(nnx.Module):
                rngs: nnx.Rngs):
     cfg = self.config = config or CLIPVisionConfig.vit_l14()
     self.vision_model = CLIPVisionTransformer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.visual_projection = nnx.Linear(cfg.hidden_size, cfg.projection_dim, use_bias=False, dtype=dtype,
+    self.visual_projection = dense.Linear(cfg.hidden_size, cfg.projection_dim, use_bias=False, dtype=dtype,
                                         param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, pixel_values: jax.Array, *, output_hidden_states: bool = False) -> CLIPVisionOutput:

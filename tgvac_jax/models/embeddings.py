@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tgvac_jax.models import dense
+
 
 def timestep_embedding(timesteps: jax.Array, dim: int, *, flip_sin_to_cos: bool = False,
                        freq_shift: float = 1.0, scale: float = 1.0, max_period: float = 10000.0) -> jax.Array:
@@ -50,8 +52,8 @@ class TimestepEmbedding(nnx.Module):
   def __init__(self, in_channels: int, time_embed_dim: int, *, dtype=None, param_dtype=jnp.float32,
                rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.linear_1 = nnx.Linear(in_channels, time_embed_dim, **kw)
-    self.linear_2 = nnx.Linear(time_embed_dim, time_embed_dim, **kw)
+    self.linear_1 = dense.Linear(in_channels, time_embed_dim, **kw)
+    self.linear_2 = dense.Linear(time_embed_dim, time_embed_dim, **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.linear_2(jax.nn.silu(self.linear_1(x)))

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tgvac_jax.models import dense
 from tgvac_jax.models.resnet import GroupNorm
 from tgvac_jax.models.transformer import Attention, FeedForward, layer_norm
 
@@ -143,12 +144,12 @@ class MotionModule(nnx.Module):
     self.norm_across_frames = config.norm_across_frames
     self.remat = config.remat
     self.norm = GroupNorm(config.norm_num_groups, channels, 1e-6, **kw)
-    self.proj_in = nnx.Linear(channels, channels, **kw)
+    self.proj_in = dense.Linear(channels, channels, **kw)
     self.transformer_blocks = nnx.List([
         TemporalTransformerBlock(channels, heads, max_seq_length=config.max_seq_length,
                                  attention_impl=config.attention_impl, **kw)
         for _ in range(config.num_transformer_layers)])
-    self.proj_out = nnx.Linear(channels, channels, **kw)
+    self.proj_out = dense.Linear(channels, channels, **kw)
     if config.zero_init:
       self.proj_out.kernel.set_value(jnp.zeros_like(self.proj_out.kernel.get_value()))
       self.proj_out.bias.set_value(jnp.zeros_like(self.proj_out.bias.get_value()))

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tgvac_jax.models import cpu_conv
+from tgvac_jax.models import cpu_conv, dense
 
 
 class GroupNorm(nnx.Module):
@@ -140,7 +140,7 @@ class ResnetBlock2D(nnx.Module):
     self.output_scale_factor = output_scale_factor
     self.norm1 = GroupNorm(groups, in_channels, eps, **kw)
     self.conv1 = conv(in_channels, out_channels, 3, padding=1, **kw)
-    self.time_emb_proj = nnx.Linear(temb_channels, out_channels, **kw) if temb_channels is not None else None
+    self.time_emb_proj = dense.Linear(temb_channels, out_channels, **kw) if temb_channels is not None else None
     self.norm2 = GroupNorm(groups_out, out_channels, eps, **kw)
     self.conv2 = conv(out_channels, out_channels, 3, padding=1, **kw)
     if use_in_shortcut is None:

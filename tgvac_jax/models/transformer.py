@@ -7,8 +7,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
 
+from tgvac_jax.models import dense
 from tgvac_jax.models.attention import attend
 from tgvac_jax.models.resnet import GroupNorm, conv
 
@@ -31,10 +31,10 @@ class Attention(nnx.Module):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.heads = heads
     self.implementation = implementation
-    self.to_q = nnx.Linear(query_dim, inner, use_bias=bias, **kw)
-    self.to_k = nnx.Linear(kv_dim, inner, use_bias=bias, **kw)
-    self.to_v = nnx.Linear(kv_dim, inner, use_bias=bias, **kw)
-    self.to_out = nnx.List([nnx.Linear(inner, query_dim, use_bias=out_bias, **kw), Identity()])
+    self.to_q = dense.Linear(query_dim, inner, use_bias=bias, **kw)
+    self.to_k = dense.Linear(kv_dim, inner, use_bias=bias, **kw)
+    self.to_v = dense.Linear(kv_dim, inner, use_bias=bias, **kw)
+    self.to_out = nnx.List([dense.Linear(inner, query_dim, use_bias=out_bias, **kw), Identity()])
 
   def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
     """x: (N, T, C); context: (N, S, C_ctx) or None (self-attention)."""
@@ -44,26 +44,17 @@ class Attention(nnx.Module):
     return self.to_out[0](out)
 
 
-_SQRT_HALF = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
-
-
-def _gated(p: jax.Array):
-  """(hidden, gate, Phi(gate)) of a GEGLU projection's output: the erf GELU is gate * Phi(gate)."""
-  h, gate = jnp.split(p, 2, axis=-1)
-  return h, gate, 0.5 + 0.5 * lax.erf(gate * _SQRT_HALF)
-
-
 @jax.custom_vjp
 def geglu(p: jax.Array) -> jax.Array:
   """hidden * gelu(gate) of p = [hidden, gate] (exact erf GELU, as torch's default).
 
   Its own backward keeps only p (a dot's output, which remat policies save anyway) and makes both halves of the
-  gradient in one fusion from gelu'(g) = Phi(g) + g phi(g), then concatenates them; autodiff of `jax.nn.gelu` kept
-  erf's output and made five elementwise passes plus the concatenation (dense -> GEGLU -> dense forward and
-  backward at 14336 tokens, 64 -> 256 channels, 2-core AMD EPYC: 99.5 -> 82.6 ms).
+  gradient in one fusion (`dense.gated_gradients`), then concatenates them; autodiff of `jax.nn.gelu` kept erf's
+  output and made five elementwise passes plus the concatenation (dense -> GEGLU -> dense forward and backward at
+  14336 tokens, 64 -> 256 channels, 2-core AMD EPYC: 99.5 -> 82.6 ms). On CPU `GEGLU` goes further and takes
+  `dense.geglu_dense`.
   """
-  h, gate, cdf = _gated(p)
+  h, gate, cdf = dense.gated(p)
   return h * (gate * cdf)
 
 
@@ -72,9 +63,7 @@ def _geglu_forward(p):
 
 
 def _geglu_backward(p, grad):
-  h, gate, cdf = _gated(p)
-  slope = cdf + gate * _INV_SQRT_2PI * jnp.exp(-0.5 * gate * gate)
-  return (jnp.concatenate([grad * (gate * cdf), grad * h * slope], axis=-1),)
+  return (jnp.concatenate(dense.gated_gradients(p, grad), axis=-1),)
 
 
 geglu.defvjp(_geglu_forward, _geglu_backward)
@@ -84,9 +73,11 @@ class GEGLU(nnx.Module):
   """proj -> split in (hidden, gate) -> hidden * gelu(gate)."""
 
   def __init__(self, dim_in: int, dim_out: int, *, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
-    self.proj = nnx.Linear(dim_in, dim_out * 2, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.proj = dense.Linear(dim_in, dim_out * 2, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
+    if self.proj.written():
+      return dense.geglu_dense(*self.proj.operands(x))
     return geglu(self.proj(x))
 
 
@@ -96,7 +87,7 @@ class FeedForward(nnx.Module):
   def __init__(self, dim: int, *, mult: int = 4, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
     inner = dim * mult
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.net = nnx.List([GEGLU(dim, inner, **kw), Identity(), nnx.Linear(inner, dim, **kw)])
+    self.net = nnx.List([GEGLU(dim, inner, **kw), Identity(), dense.Linear(inner, dim, **kw)])
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.net[2](self.net[0](x))
@@ -155,8 +146,8 @@ class Transformer2DModel(nnx.Module):
     self.use_linear_projection = use_linear_projection
     self.norm = GroupNorm(norm_num_groups, in_channels, 1e-6, **kw)
     if use_linear_projection:
-      self.proj_in = nnx.Linear(in_channels, inner, **kw)
-      self.proj_out = nnx.Linear(inner, in_channels, **kw)
+      self.proj_in = dense.Linear(in_channels, inner, **kw)
+      self.proj_out = dense.Linear(inner, in_channels, **kw)
     else:
       self.proj_in = conv(in_channels, inner, 1, padding=0, **kw)
       self.proj_out = conv(inner, in_channels, 1, padding=0, **kw)
