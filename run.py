@@ -70,6 +70,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  host.use_huge_pages()  # on CPU hosts: restarts with glibc asking for huge pages (tgvac_jax/host.py)
+  host.tune_allocator()  # on CPU hosts: restarts with tcmalloc or huge pages (tgvac_jax/host.py)
   flags.mark_flags_as_required(['config'])
   app.run(main, flags_parser=_parse_flags)

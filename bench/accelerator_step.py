@@ -155,5 +155,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-  host.use_huge_pages()  # as run.py does (a no-op on GPU/TPU hosts)
+  host.tune_allocator()  # as run.py does (a no-op on GPU/TPU hosts)
   main()

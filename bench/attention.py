@@ -108,5 +108,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-  host.use_huge_pages()  # as run.py does
+  host.tune_allocator()  # as run.py does
   main()

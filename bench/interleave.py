@@ -14,10 +14,15 @@ def cpu_name() -> str:
     return next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), '?')
 
 
+def allocator() -> str:
+  """The process's allocator set-up (`tgvac_jax/host.py`), which moves CPU step times by up to 2x."""
+  return ', '.join(f'{k}={os.environ.get(k, "")!r}' for k in ('LD_PRELOAD', 'GLIBC_TUNABLES'))
+
+
 def machine_line(jax, torch) -> str:
-  """What an ours-vs-torch table was measured on: CPU, cores, torch threads, versions, load."""
+  """What an ours-vs-torch table was measured on: CPU, cores, torch threads, versions, allocator, load."""
   return (f'{cpu_name()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, jax {jax.__version__}, '
-          f'torch {torch.__version__}, load avg {os.getloadavg()[0]:.1f}')
+          f'torch {torch.__version__}, {allocator()}, load avg {os.getloadavg()[0]:.1f}')
 
 
 def interleaved(sides: Mapping[str, Callable[[], object]], repeats: int, pause_s: float = 0.0

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tgvac_jax import host  # noqa: E402
 
-from interleave import cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
+from interleave import allocator, cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
 from train_step import CLIP, CONFIGS, EMA_DECAY, LR, MOTION_HEADS, WEIGHT_DECAY, trainer_config  # noqa: E402
 
 
@@ -103,8 +103,7 @@ def main() -> None:
   args = p.parse_args()
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   versions = ', '.join(f'{d} {importlib.metadata.version(d)}' for d in ('jax', 'optax', 'torch'))
-  print(f'{cpu_name()}, {os.cpu_count()} cores, {versions}, GLIBC_TUNABLES='
-        f'{os.environ.get("GLIBC_TUNABLES", "")!r}, load avg {os.getloadavg()[0]:.1f}', flush=True)
+  print(f'{cpu_name()}, {os.cpu_count()} cores, {versions}, {allocator()}, load avg {os.getloadavg()[0]:.1f}', flush=True)
   print('| config | stage | trained M | torch ms | ours conditional ms | ratio | ours select ms | ratio | '
         'conditional GB/s | XLA temp MiB conditional / select |')
   print('|---' * 10 + '|')
@@ -124,5 +123,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-  host.use_huge_pages()  # as run.py does
+  host.tune_allocator()  # as run.py does
   main()

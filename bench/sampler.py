@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -144,5 +143,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-  host.use_huge_pages()  # as run.py does
+  host.tune_allocator()  # as run.py does
   main()

@@ -14,12 +14,13 @@ device, fp32); theirs is the usual diffusers training loop body (fp32, eager, `t
 `clip_grad_norm_`, `torch._foreach_lerp_` EMA). Each side runs in its own process, as users run them (in one
 process the two frameworks' allocators share a heap); steps are interleaved (torch, ours, torch, ...), each after
 a 0.5 s pause (`bench/interleave.py` says why), and the medians reported, since the CPU may be shared. Then each
-side runs `--repeats` times back to back (`alone`). The two differ on VMs whose balloon driver reports freed memory
-to the hypervisor (most likely what this project's 2-core VMs do; they load `virtio_balloon`): XLA maps its temp
-buffer afresh every step, and memory left free for the ~2.5 s of a pause and torch's step is given back, so
-touching it again costs host faults (small motion on the AMD: our step 2.4-2.7 s with 1.8-2.2 s of system time
-right after torch's, 1.1-1.4 s with 0.1 s alone; the same 419 huge-page faults, no compaction stalls); torch's
-caching heap keeps its memory.
+side runs `--repeats` times back to back (`alone`). Both sides run with the allocator `tgvac_jax/host.py` sets up
+(the header line says which). With glibc's malloc the two columns differ on VMs whose balloon driver reports freed
+memory to the hypervisor (this project's 2-core VMs load `virtio_balloon`): XLA maps its temp buffer afresh every
+step, and memory left free for the ~2.5 s of a pause and torch's step is given back, so touching it again costs
+host faults (small motion on the AMD: our step 2.4-2.7 s with 1.8-2.2 s of system time right after torch's,
+1.1-1.4 s with 0.1 s alone). tcmalloc, where installed, keeps the freed buffer for the next step, and the two
+columns agree.
 `ratio` = ours / torch (goal <= 0.8). `compile` = our trace + XLA compile. `peak MiB` = the most resident memory
 one step adds over the resident memory before it (the kernel's peak-RSS mark, reset before the step:
 activations, gradients, temporaries); `XLA temp` = the compiled step's temporary buffers (XLA's own count).
@@ -39,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tgvac_jax import host  # noqa: E402
 
-from interleave import cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
+from interleave import allocator, cpu_name, interleaved  # noqa: E402  (bench/, the script's own folder)
 
 CONFIGS = {
     'small': dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, cross_attention_dim=256,
@@ -60,9 +61,13 @@ def _status_kib(field: str) -> int:
 
 def peak_added_rss(fn) -> int:
   """The most resident memory `fn()` adds over what was resident before it: the kernel's peak-RSS mark (VmHWM),
-  reset to the current RSS first (`/proc/self/clear_refs` 5), after glibc has returned its free heap memory to the
-  system (`malloc_trim`), so a step cannot hide its allocations in memory an earlier step freed."""
+  reset to the current RSS first (`/proc/self/clear_refs` 5), after the allocator has returned its free memory to
+  the system (glibc's `malloc_trim`, tcmalloc's `MallocExtension_ReleaseFreeMemory` where it is preloaded), so a
+  step cannot hide its allocations in memory an earlier step freed."""
   ctypes.CDLL('libc.so.6').malloc_trim(0)
+  release = getattr(ctypes.CDLL(None), 'MallocExtension_ReleaseFreeMemory', None)
+  if release is not None:
+    release()
   with open('/proc/self/clear_refs', 'w') as f:
     f.write('5')
   base = _status_kib('VmRSS')
@@ -303,7 +308,7 @@ def main() -> None:
 
   versions = ', '.join(f'{d} {importlib.metadata.version(d)}' for d in ('jax', 'torch', 'diffusers'))
   print(f'{cpu_name()}, {os.cpu_count()} cores, {versions}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, '
-        f'GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")!r}, load avg {os.getloadavg()[0]:.1f}', flush=True)
+        f'{allocator()}, load avg {os.getloadavg()[0]:.1f}', flush=True)
   rows = []
   for name in args.configs.split(','):
     for stage in args.stages.split(','):
@@ -342,5 +347,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-  host.use_huge_pages()  # as run.py does
+  host.tune_allocator()  # as run.py does
   main()

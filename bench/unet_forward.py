@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tgvac_jax import host  # noqa: E402
 
-from interleave import interleaved  # noqa: E402  (bench/, the script's own folder)
+from interleave import allocator, interleaved  # noqa: E402  (bench/, the script's own folder)
 
 CONFIGS = {
     'sd15': dict(),  # UNetConfig.sd15()
@@ -60,7 +60,7 @@ def main() -> None:
     torch.set_num_threads(1)
   print(f'cpu count {os.cpu_count()}, torch threads {torch.get_num_threads()}, jax {jax.__version__} '
         f'({jax.devices()[0].platform}), torch {torch.__version__}, diffusers {diffusers.__version__}, '
-        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")!r}, '
+        f'XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}, {allocator()}, '
         f'load avg {os.getloadavg()[0]:.1f}', flush=True)
   rows = []
   for name in args.configs.split(','):
@@ -106,12 +106,12 @@ def main() -> None:
 
   print(f'\nUNet forward, {args.size}x{args.size} latent, fp32, median of {args.repeats} interleaved runs '
         f'(load avg now {os.getloadavg()[0]:.1f})')
-  print(f'| config | batch | torch ms | ours ms | ours/torch | our compile s | rel err |')
-  print(f'|---|---|---|---|---|---|---|')
+  print('| config | batch | torch ms | ours ms | ours/torch | our compile s | rel err |')
+  print('|---|---|---|---|---|---|---|')
   for name, batch, tq, oq, ratio, comp, err in rows:
     print(f'| {name} | {batch} | {tq * 1e3:.0f} | {oq * 1e3:.0f} | {ratio:.2f} | {comp:.1f} | {err:.1e} |')
 
 
 if __name__ == '__main__':
-  host.use_huge_pages()  # as run.py does
+  host.tune_allocator()  # as run.py does
   main()

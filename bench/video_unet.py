@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tgvac_jax import host  # noqa: E402
 
 if __name__ == '__main__':
-  host.use_huge_pages()  # as run.py does; before the imports below start JAX, so the restart costs no import
+  host.tune_allocator()  # as run.py does; before the imports below start JAX, so the restart costs no import
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
