@@ -91,10 +91,11 @@ def test_restart_preloads_tcmalloc_which_keeps_freed_blocks_mapped():
   assert child['pid'] == child['spawned']
   assert child['tcmalloc'] and 'tcmalloc' in child['preload']
   assert child['tunables'] == 'glibc.malloc.arena_max=8'  # nothing else changed
-  assert child['first'] >= PAGES / 2  # the first block is faulted in, as with any allocator ...
-  assert child['again'] < PAGES / 8  # ... the next one reuses it: what glibc's fresh mmap pays again in full
   plain = _child(**{host.OPT_OUT: '0'})
-  assert not plain['tcmalloc'] and plain['again'] >= PAGES / 2
+  assert not plain['tcmalloc'] and plain['again'] > 0  # glibc maps the second block afresh and faults it in again
+  # tcmalloc reuses the first block's pages (0 faults here, against 16385 in 4 KiB pages; under THP `always`
+  # glibc's would be ~32 huge-page faults)
+  assert child['again'] <= plain['again'] / 8
 
 
 @pytest.fixture
