@@ -103,7 +103,8 @@ def main() -> None:
   args = p.parse_args()
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   versions = ', '.join(f'{d} {importlib.metadata.version(d)}' for d in ('jax', 'optax', 'torch'))
-  print(f'{cpu_name()}, {os.cpu_count()} cores, {versions}, {allocator()}, load avg {os.getloadavg()[0]:.1f}', flush=True)
+  print(f'{cpu_name()}, {os.cpu_count()} cores, {versions}, {allocator()}, load avg {os.getloadavg()[0]:.1f}',
+        flush=True)
   print('| config | stage | trained M | torch ms | ours conditional ms | ratio | ours select ms | ratio | '
         'conditional GB/s | XLA temp MiB conditional / select |')
   print('|---' * 10 + '|')

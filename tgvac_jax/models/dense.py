@@ -80,31 +80,35 @@ class Linear(nnx.Linear):
     return dense(*self.operands(inputs))
 
 
-def gated(p: jax.Array):
+def _gated(p: jax.Array):
   """(hidden, gate, Phi(gate)) of a GEGLU projection's output p = [hidden, gate]: gelu(gate) = gate * Phi(gate)."""
   h, gate = jnp.split(p, 2, axis=-1)
   return h, gate, 0.5 + 0.5 * lax.erf(gate * _SQRT_HALF)
 
 
+def gated_product(p: jax.Array) -> jax.Array:
+  """hidden * gelu(gate) of p = [hidden, gate] (exact erf GELU)."""
+  h, gate, cdf = _gated(p)
+  return h * (gate * cdf)
+
+
 def gated_gradients(p: jax.Array, grad: jax.Array):
   """The gradients of hidden * gelu(gate) with respect to hidden and gate, both in one pass over p, from
   gelu'(g) = Phi(g) + g phi(g)."""
-  h, gate, cdf = gated(p)
+  h, gate, cdf = _gated(p)
   slope = cdf + gate * _INV_SQRT_2PI * jnp.exp(-0.5 * gate * gate)
   return grad * (gate * cdf), grad * h * slope
 
 
 @jax.custom_vjp
 def geglu_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-  """hidden * gelu(gate) of [hidden, gate] = x @ kernel + bias (exact erf GELU); operands in one dtype."""
-  h, gate, cdf = gated(dense(x, kernel, bias))
-  return h * (gate * cdf)
+  """`gated_product` of x @ kernel + bias; operands in one dtype."""
+  return gated_product(dense(x, kernel, bias))
 
 
 def _geglu_dense_forward(x, kernel, bias):
   p = dense(x, kernel, bias)
-  h, gate, cdf = gated(p)
-  return h * (gate * cdf), (x, kernel, p)
+  return gated_product(p), (x, kernel, p)
 
 
 def _geglu_dense_backward(res, grad):

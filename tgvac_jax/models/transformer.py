@@ -54,8 +54,7 @@ def geglu(p: jax.Array) -> jax.Array:
   14336 tokens, 64 -> 256 channels, 2-core AMD EPYC: 99.5 -> 82.6 ms). On CPU `GEGLU` goes further and takes
   `dense.geglu_dense`.
   """
-  h, gate, cdf = dense.gated(p)
-  return h * (gate * cdf)
+  return dense.gated_product(p)
 
 
 def _geglu_forward(p):
