@@ -151,6 +151,8 @@ def test_tcmalloc_preferred_where_the_system_has_it(linux_glibc, monkeypatch):
   assert host.wanted() == {'LD_PRELOAD': 'libtcmalloc_minimal.so.4:libfoo.so'}
   monkeypatch.setenv('LD_PRELOAD', '/opt/lib/libtcmalloc.so.4')  # already preloaded: no restart
   assert host.wanted() == {}
+  monkeypatch.setenv('LD_PRELOAD', 'libjemalloc.so.2')  # the user's own allocator: kept, no restart
+  assert host.wanted() == {}
   monkeypatch.delenv('LD_PRELOAD')
   for key, value in (('JAX_PLATFORMS', 'tpu'), (host.OPT_OUT, '0')):
     with monkeypatch.context() as m:

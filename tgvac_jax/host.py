@@ -61,7 +61,9 @@ def tcmalloc() -> str | None:
 
 
 def _preloaded() -> bool:
-  return 'tcmalloc' in os.environ.get('LD_PRELOAD', '')
+  """Whether an allocator is preloaded already: ours after the restart, or the user's (tcmalloc, jemalloc,
+  mimalloc), which we keep rather than put tcmalloc in front of."""
+  return 'malloc' in os.environ.get('LD_PRELOAD', '')
 
 
 def _huge_pages_wanted() -> bool:
@@ -76,7 +78,7 @@ def _huge_pages_wanted() -> bool:
 
 def wanted() -> dict[str, str]:
   """The environment this process should restart with ({} for none): on Linux with JAX on CPU, not opted out and
-  not set up already, tcmalloc preloaded where the system has it, else glibc's huge-page tunable where it helps."""
+  no allocator preloaded already, tcmalloc preloaded where the system has it, else glibc's huge-page tunable where it helps."""
   if sys.platform != 'linux' or os.environ.get(OPT_OUT) == '0' or not _cpu_only() or _preloaded():
     return {}
   library = tcmalloc()
