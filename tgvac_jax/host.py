@@ -78,7 +78,8 @@ def _huge_pages_wanted() -> bool:
 
 def wanted() -> dict[str, str]:
   """The environment this process should restart with ({} for none): on Linux with JAX on CPU, not opted out and
-  no allocator preloaded already, tcmalloc preloaded where the system has it, else glibc's huge-page tunable where it helps."""
+  no allocator preloaded already, tcmalloc preloaded where the system has it, else glibc's huge-page tunable
+  where it helps."""
   if sys.platform != 'linux' or os.environ.get(OPT_OUT) == '0' or not _cpu_only() or _preloaded():
     return {}
   library = tcmalloc()
