@@ -60,8 +60,15 @@ def load_completer(c) -> AmodalCompleter:
   return AmodalCompleter.from_pretrained(c.checkpoint, config, mesh=mesh, dtype=DTYPES[c.dtype])
 
 
-def _single(c) -> tuple[list[InputSequence], Path]:
-  """The one-video job as a one-sequence batch named after OUT, written into OUT's parent."""
+def run_record(c, load_s: float) -> dict:
+  """What every completion.json of a run records besides its sequence: the model, the config, the versions."""
+  return {'checkpoint': os.path.abspath(c.checkpoint), 'config': c.to_dict(),
+          'versions': {'jax': jax.__version__, 'python': platform.python_version()}, 'load_s': round(load_s, 3)}
+
+
+def single_sequence(c) -> tuple[list[InputSequence], Path]:
+  """The one-video job as a one-sequence batch named after OUT, written into OUT's parent (the web app's
+  requests too: tgvac_jax/app)."""
   if not c.text:
     raise ValueError('config.text is empty: describe the whole object')
   out = Path(c.out).absolute()
@@ -93,13 +100,11 @@ def run(c) -> None:
     raise ValueError('give exactly one of config.video (one video), config.root (a DAVIS-style root) and '
                      f'config.manifest (a JSONL manifest); got {given or "none"}')
   settings = settings_from_config(c)
-  seqs, out_dir = _single(c) if c.video else _batch(c)
+  seqs, out_dir = single_sequence(c) if c.video else _batch(c)
   for s in seqs:  # the inputs first: a bad video or mask fails here, before the model is read
     s.check()
   completer = load_completer(c)
-  record = {'checkpoint': os.path.abspath(c.checkpoint), 'config': c.to_dict(),
-            'versions': {'jax': jax.__version__, 'python': platform.python_version()},
-            'load_s': round(time.time() - t0, 3)}
+  record = run_record(c, time.time() - t0)
   status = complete_sequences(completer, seqs, out_dir, settings, record=record)
   done = sum(v == 'done' for v in status.values())
   logging.info('%d completed, %d already done, in %.1fs -> %s', done, len(status) - done, time.time() - t0,
