@@ -1,13 +1,11 @@
 """The one entry point: `python run.py --config configs/<name>.py[:arg] [--config.key=value ...]`."""
 
-import difflib
-import importlib.util
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from tgvac_jax import host
+from tgvac_jax import config_keys, host
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/<name>.py file with get_config().')
 
@@ -21,31 +19,13 @@ def _config_file(argv) -> str | None:
   return None
 
 
-def _flat_keys(d, prefix='') -> list[str]:
-  """Dotted paths of the leaves ('optim.lr', ...)."""
-  out = []
-  for k, v in d.items():
-    out += _flat_keys(v, prefix + k + '.') if hasattr(v, 'items') else [prefix + k]
-  return out
-
-
 def _unknown_key(argv) -> str | None:
   """One line naming the first `--config.key` the config file does not define and the closest keys it does."""
   spec = _config_file(argv)
   if spec is None:
     return None
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('_run_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  keys = _flat_keys(module.get_config(arg) if arg else module.get_config())
-  for a in argv:
-    if a.startswith('--config.'):
-      key = a[len('--config.'):].split('=', 1)[0]
-      if key not in keys and not any(k.startswith(key + '.') for k in keys):
-        close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
-        return f'unknown config key {key!r}' + (f'; closest: {", ".join(close)}' if close else '')
-  return None
+  return config_keys.unknown_key(spec, [a[len('--config.'):].split('=', 1)[0] for a in argv
+                                        if a.startswith('--config.')])
 
 
 def _parse_flags(argv):

@@ -92,13 +92,14 @@ def write_scheduler(folder: Path, scheduler) -> None:
 
 
 def export_folder(ckpt: str | Path, out: str | Path, *, log=print) -> None:
+  from tgvac_jax import files  # pylint: disable=import-outside-toplevel
   from tgvac_jax.diffusion import scheduler_config  # pylint: disable=import-outside-toplevel
   from tgvac_jax.models import checkpoint  # pylint: disable=import-outside-toplevel
   ckpt, out = Path(ckpt), Path(out)
   if not ckpt.is_dir():
     raise checkpoint.CheckpointError(f'{ckpt}: not a folder')
   if _is_component(ckpt):
-    checkpoint.atomic_folder(out, lambda tmp: export_component(ckpt, tmp))
+    files.atomic_folder(out, lambda tmp: export_component(ckpt, tmp))
     log(f'wrote {out}')
     return
   subdirs = [p for p in sorted(ckpt.iterdir()) if p.is_dir() and not p.name.startswith('.')]
@@ -123,7 +124,7 @@ def export_folder(ckpt: str | Path, out: str | Path, *, log=print) -> None:
     write_scheduler(tmp / scheduler_config.SCHEDULER_DIR, scheduler)
     _model_index(tmp, entries)
 
-  checkpoint.atomic_folder(out, write)
+  files.atomic_folder(out, write)
   log(f'wrote {out}')
 
 

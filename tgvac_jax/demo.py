@@ -39,6 +39,7 @@ from data_prep.staging import BuildConfig
 from tgvac_jax import text
 from tgvac_jax.eval import amodal_root, baselines
 from tgvac_jax.eval import job as eval_job
+from tgvac_jax.files import atomic_folder
 from tgvac_jax.infer import io as infer_io
 from tgvac_jax.infer import job as infer_job
 from tgvac_jax.infer import outputs
@@ -47,7 +48,7 @@ from tgvac_jax.models.clip import CLIPTextModel
 from tgvac_jax.models.init import jit_init
 from tgvac_jax.models.unet import UNet2DConditionModel
 from tgvac_jax.train import stages
-from tgvac_jax.train import trainer
+from tgvac_jax.train import job as train_job
 from tgvac_jax.train import checkpoints as ckpts
 from tgvac_jax.train.checkpoints import MODEL_DIR
 
@@ -138,7 +139,7 @@ def train_stage(c, name: str, config, upstream: str, clock: Clock) -> tuple[Path
     workdir.mkdir(parents=True)
     stamp.write_text(json.dumps({'fingerprint': fp, 'finished': False}) + '\n')
   logging.info('[demo] %s stage: %d steps, batch %d -> %s', name, config.num_steps, config.batch_size, workdir)
-  trainer.run(config)
+  train_job.run(config)
   done = ckpts.Checkpoints(workdir, config, keep=config.checkpoint.keep, async_save=False)
   step = done.latest_step()
   done.close()
@@ -159,7 +160,7 @@ def frame_init(c, vae_model: Path, words: tuple[str, ...], out: Path) -> str:
     return str(out)
   tok = out.parent / f'{out.name}-tokenizer'
   if not tok.is_dir():
-    checkpoint.atomic_folder(tok, lambda d: text.write_char_tokenizer(d, words))
+    atomic_folder(tok, lambda d: text.write_char_tokenizer(d, words))
   unet_cfg, _, text_cfg = stages.scratch_configs(c.model, c.data.size, len(text.load_tokenizer(tok)), motion=False)
   vae, _ = checkpoint.load_component(vae_model / 'vae')
   models = {'unet': jit_init(lambda: UNet2DConditionModel(unet_cfg, rngs=nnx.Rngs(c.seed))), 'vae': vae,
@@ -198,7 +199,7 @@ def write_baseline(root: Path, names: list[str], out: Path, method) -> None:
     gt = amodal_root.read_ground_truth(root, name)
     frames = infer_io.read_video(root / amodal_root.FRAMES / name).frames
     rgb, amodal = method(frames, gt.visible)
-    checkpoint.atomic_folder(out / name, lambda tmp, f=frames, v=gt.visible, r=rgb, a=amodal, s=gt.stems:
+    atomic_folder(out / name, lambda tmp, f=frames, v=gt.visible, r=rgb, a=amodal, s=gt.stems:
                              outputs.write_completion(tmp, s, f, v, r, a, {'method': method.__name__}, fps=8.0,
                                                       preview_height=256))
 
@@ -327,7 +328,7 @@ def run(c) -> None:
     (tmp / 'table.md').write_text(table)
     (tmp / 'table.json').write_text(json.dumps(results, indent=1) + '\n')
     ablation_gifs(gt_root, names[:c.eval.gif_videos], predictions, tmp / 'gifs')
-  checkpoint.atomic_folder(ablation, write)
+  atomic_folder(ablation, write)
   clock.done('ablation table and GIFs')
 
   # clips it never saw, of another size and length, through configs/infer.py and configs/eval.py as users run them

@@ -1,4 +1,4 @@
-"""Jobs that `run.py` dispatches on `config.job`; each is `run(config)` in its own module."""
+"""Jobs that `run.py` dispatches on `config.job`: each is `run(config)` of its module (`<pkg>/job.py`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import importlib
 
 JOBS = {
     'demo': 'tgvac_jax.demo',
-    'train': 'tgvac_jax.train.trainer',            # configs/frame.py, motion.py, vae.py
-    'cache_latents': 'tgvac_jax.train.cache_latents',
+    'train': 'tgvac_jax.train.job',                # configs/frame.py, motion.py, vae.py
+    'cache_latents': 'tgvac_jax.train.job',        # configs/cache_latents.py
     'infer': 'tgvac_jax.infer.job',                # configs/infer.py
     'eval': 'tgvac_jax.eval.job',                  # configs/eval.py
 }

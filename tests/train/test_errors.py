@@ -1,5 +1,5 @@
 """Bad input to the training job: each case is one clear error raised before anything is compiled, and leaves no
-checkpoint (training or model) behind. Through `trainer.run` in this process (XLA compiles are counted), and
+checkpoint (training or model) behind. Through the train job's `run` in this process (XLA compiles are counted), and
 through run.py for the one-line form."""
 
 import dataclasses
@@ -17,7 +17,7 @@ from data_prep.occlusion import SynthConfig
 from data_prep.sources.procedural import ProceduralSource
 from tgvac_jax import text
 from tgvac_jax.jobs import JOBS
-from tgvac_jax.train import inputs, stages, trainer
+from tgvac_jax.train import inputs, job, stages
 from tgvac_jax.train.checkpoints import CHECKPOINT_DIR, MODEL_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,10 +58,10 @@ def tiny(module, tmp_path, dataset, **overrides):
 
 
 def fails_cleanly(config, error, match):
-  """`trainer.run(config)` raises `error` matching `match`, compiles nothing, leaves no checkpoint."""
+  """`job.run(config)` raises `error` matching `match`, compiles nothing, leaves no checkpoint."""
   before = len(COMPILES)
   with pytest.raises(error, match=match):
-    trainer.run(config)
+    job.run(config)
   assert len(COMPILES) == before, COMPILES[before:]
   work = config.workdir
   assert not os.path.exists(os.path.join(work, CHECKPOINT_DIR)) and not os.path.exists(os.path.join(work, MODEL_DIR))
@@ -111,8 +111,8 @@ def test_run_py_bad_input_is_one_line(tmp_path, dataset, four_channel_sd):
   assert not (tmp_path / 'w' / CHECKPOINT_DIR).exists()
 
 
-def test_trainer_is_the_train_job():
-  assert JOBS['train'] == trainer.__name__
+def test_train_job_module_is_the_train_job():
+  assert JOBS['train'] == job.__name__
 
 
 def test_the_compile_counter_sees_a_compile():

@@ -10,7 +10,7 @@ from tgvac_jax.train.latents import PIXEL_KEYS
 
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory):
-  from tgvac_jax.train.trainer import procedural_dataset  # the job entry builds it (data_prep)
+  from tgvac_jax.train.job import procedural_dataset  # the job entry builds it (data_prep)
   c = tiny.tiny_config('frame', **{'data.procedural_videos': 6})
   return procedural_dataset(c, tmp_path_factory.mktemp('inputs'))
 

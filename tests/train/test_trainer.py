@@ -112,7 +112,7 @@ def test_exported_model_holds_the_ema_weights(workdir, last):
 
 
 def test_motion_stage_starts_from_an_animatediff_adapter(tmp_path):
-  """init.motion_adapter: trainer.motion_loader reads the file with convert/animatediff.py and setup puts the
+  """init.motion_adapter: the train job's motion_loader reads the file with convert/animatediff.py and setup puts the
   weights into the trainable state, sharded. The adapter is written from a UNet with random motion weights
   (proj_out too, so not the identity a fresh module starts as); the trainee must start from exactly those."""
   from convert.animatediff import save_motion_adapter
@@ -120,7 +120,7 @@ def test_motion_stage_starts_from_an_animatediff_adapter(tmp_path):
   from tgvac_jax import text
   from tgvac_jax.models.checkpoint import save_pipeline
   from tgvac_jax.models.motion import MotionParam
-  from tgvac_jax.train import stages, trainer
+  from tgvac_jax.train import job, stages
   from tgvac_jax.train.sharding import make_mesh
   from tgvac_jax.train.state import setup
 
@@ -142,7 +142,7 @@ def test_motion_stage_starts_from_an_animatediff_adapter(tmp_path):
   c.init.motion_adapter = str(tmp_path / 'adapter')
   c.init.motion_heads = c.model.motion_heads
   c.workdir = str(tmp_path / 'work')
-  trainee = setup(c, make_mesh(c.mesh), motion_init=trainer.motion_loader(c))
+  trainee = setup(c, make_mesh(c.mesh), motion_init=job.motion_loader(c))
   want = {k: np.asarray(v.get_value()) for k, v in flat_params(unet, MotionParam).items()}
   got = flat(trainee.state.params)
   assert sorted(got) == sorted(want)
@@ -151,14 +151,14 @@ def test_motion_stage_starts_from_an_animatediff_adapter(tmp_path):
   assert any(np.abs(v).max() > 0 for k, v in got.items() if 'proj_out.kernel' in k)
   c.init.motion_adapter = str(tmp_path / 'missing.safetensors')
   with pytest.raises(FileNotFoundError, match='init.motion_adapter .*missing.safetensors: no such file'):
-    trainer.motion_loader(c)
+    job.motion_loader(c)
 
 
 def test_vae_stage_exports_its_latent_scale(tmp_path):
   """The vae stage's exported VAE carries its own scaling_factor (what SD's 0.18215 is for SD's VAE): 1 / std of
   the exported weights' posterior means of the fixed training-frame sample, recomputed here without the trainer's
   sharded jit."""
-  from tgvac_jax.train import inputs, trainer
+  from tgvac_jax.train import inputs, job, trainer
   c = vae_config.get_config('tiny')
   c.model.vae_channels = (16, 32)
   c.data.size, c.data.procedural_videos = 16, 6
@@ -167,7 +167,7 @@ def test_vae_stage_exports_its_latent_scale(tmp_path):
   c.checkpoint.async_save = False
   c.log.val_every = 0
   t = time.time()
-  trainer.run(c)
+  job.run(c)
   print(f'vae stage: 1 step and the export in {time.time() - t:.1f}s')
   assert not (tmp_path / 'vae' / MODEL_DIR / 'scheduler').exists()  # an autoencoder has no noise schedule
   folder = tmp_path / 'vae' / MODEL_DIR / 'vae'

@@ -29,6 +29,7 @@ from tgvac_jax.data import pipeline, schema
 from tgvac_jax.eval import amodal_root, plots
 from tgvac_jax.eval.evaluate import evaluate_predictions, make_scorers
 from tgvac_jax.eval.summary import markdown, summarize
+from tgvac_jax.files import atomic_folder
 from tgvac_jax.models import checkpoint
 
 GROUND_TRUTH, PREDICTIONS, METRICS = 'ground_truth', 'predictions', 'metrics'
@@ -84,7 +85,7 @@ def export_split(dataset: str, split: str, root: Path, max_videos: int = 0) -> P
       captions[name] = rec['caption']
     (tmp / amodal_root.CAPTIONS).write_text(json.dumps(captions, indent=1, sort_keys=True) + '\n')
     (tmp / EXPORT_INFO).write_text(json.dumps(info) + '\n')
-  return checkpoint.atomic_folder(root, write)
+  return atomic_folder(root, write)
 
 
 # --------------------------------------------------------------------------------------------- inference
@@ -129,7 +130,7 @@ def write_report(out: Path, name: str, records: list[dict], summary: dict, setti
     plots.occluded_iou_vs_rate(records, tmp / 'plots' / 'occluded_iou_vs_occlusion.png')
     for video in list(dict.fromkeys(r['video'] for r in records))[:plot_videos]:
       plots.along_video(records, video, tmp / 'plots' / f'along_{video}.png')
-  return checkpoint.atomic_folder(out / METRICS, write)
+  return atomic_folder(out / METRICS, write)
 
 
 # --------------------------------------------------------------------------------------------- the job

@@ -24,10 +24,10 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from tgvac_jax.files import atomic_folder
 from tgvac_jax.infer import hypotheses, outputs, resize
 from tgvac_jax.infer.complete import AmodalCompleter
 from tgvac_jax.infer.sources import InputSequence
-from tgvac_jax.models.checkpoint import atomic_folder
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@
   side_by_side.mp4 / .gif   input | visible mask | completion | amodal-mask overlay (green: visible part,
                             red: completed part), scaled to the preview height
   completion.json           settings, checkpoint, caption, hypothesis scores and timings
-The caller writes into a temporary folder that is renamed into place at the end (`checkpoint.atomic_folder`).
+The caller writes into a temporary folder that is renamed into place at the end (`files.atomic_folder`).
 """
 
 from __future__ import annotations

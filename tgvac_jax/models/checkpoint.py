@@ -18,8 +18,7 @@ import importlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import safetensors.numpy
 from flax import nnx
 
 from tgvac_jax.diffusion import scheduler_config
+from tgvac_jax.files import atomic_folder
 from tgvac_jax.models.params import flat_params, report_mismatch
 
 CONFIG_NAME = 'config.json'
@@ -82,32 +82,6 @@ def _write_component(module: nnx.Module, folder: Path, config=None) -> None:
   tensors = {path: np.ascontiguousarray(jax.device_get(var.get_value())) for path, var in flat_params(module).items()}
   safetensors.numpy.save_file(tensors, str(folder / WEIGHTS_NAME), metadata={'format': 'tgvac-jax'})
   (folder / CONFIG_NAME).write_text(config_json)
-
-
-def atomic_folder(out: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = True) -> Path:
-  """Calls `write(tmp)` on a fresh temporary sibling of `out`, then renames it to `out` (replacing an existing
-  folder when `overwrite`). On any error the temporary folder is removed and `out` is left as it was."""
-  out = Path(out).absolute()
-  if out.exists() and not overwrite:
-    raise CheckpointError(f'{out} exists')
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
-  umask = os.umask(0)
-  os.umask(umask)
-  tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the finished folder gets a normal folder's mode
-  try:
-    write(tmp)
-    if out.exists():
-      old = Path(tempfile.mkdtemp(prefix=f'.{out.name}.old-', dir=out.parent))
-      os.replace(out, old / out.name)
-      os.replace(tmp, out)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return out
 
 
 def save_component(module: nnx.Module, out: str | os.PathLike, *, config=None) -> Path:

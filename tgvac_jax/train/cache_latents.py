@@ -18,7 +18,7 @@ Shards are written under a hidden temporary name and renamed when complete, so a
 shard visible and a rerun encodes only the missing ones. Process i of n encodes shards i, i + n, ... (shards,
 not single records, so a rerun with another process count still finds the finished ones).
 
-A job entry point (`config.job = 'cache_latents'`): it may build the procedural dataset of tiny configs.
+Library: the job (`config.job = 'cache_latents'`, its distributed start and procedural dataset) is train/job.py.
 """
 
 from __future__ import annotations
@@ -313,15 +313,3 @@ def cache(config, process_index: int = 0, process_count: int = 1) -> Path:
     bar.close()
   return out
 
-
-def run(config) -> None:
-  """The `cache_latents` job (configs/cache_latents.py)."""
-  if config.distributed.initialize:
-    from tgvac_jax.train.trainer import initialize_distributed  # pylint: disable=import-outside-toplevel
-    initialize_distributed(config)
-  if config.data.procedural_videos > 0 and not config.data.dataset and not config.data.pix2gestalt:
-    from tgvac_jax.train.trainer import procedural_dataset  # pylint: disable=import-outside-toplevel
-    config.data.dataset = procedural_dataset(config, Path(config.workdir).absolute())
-  out = cache(config, jax.process_index(), jax.process_count())
-  print(f'process {jax.process_index()}: its latent shards are in {out} (train with '
-        f'--config.data.cached_latents={out} once every process has finished)')

@@ -17,6 +17,7 @@ from tgvac_jax import text
 from tgvac_jax.data import pix2gestalt
 from tgvac_jax.data.pipeline import FrameTransform, LoaderConfig, clip_dataset, data_source, frame_dataset
 from tgvac_jax.train import stages
+from tgvac_jax.train.cache_latents import latent_dataset
 from tgvac_jax.train.latents import PIXEL_KEYS
 from tgvac_jax.train.state import micro_batch_size
 
@@ -71,7 +72,6 @@ def make_dataset(config, process_index: int, process_count: int) -> grain.IterDa
   if config.data.cached_latents:
     if stage.name == 'vae':
       raise ValueError('the vae stage trains on pixels: unset data.cached_latents')
-    from tgvac_jax.train.cache_latents import latent_dataset  # pylint: disable=import-outside-toplevel
     return latent_dataset(config.data.cached_latents, batch_size=batch, seed=config.data.shuffle_seed,
                           process_index=process_index, process_count=process_count,
                           worker_count=config.data.worker_count, stage=stage.name, clip_len=config.data.clip_len,

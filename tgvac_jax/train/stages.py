@@ -27,6 +27,7 @@ from safetensors import safe_open
 
 from tgvac_jax import text
 from tgvac_jax.diffusion import scheduler_config
+from tgvac_jax.files import atomic_folder
 from tgvac_jax.models import checkpoint as ckpt
 from tgvac_jax.models.clip import CLIPTextConfig, CLIPTextModel
 from tgvac_jax.models.motion import MotionConfig, MotionParam
@@ -119,8 +120,8 @@ def ensure_tokenizer(config) -> tuple[str, int]:
   folder = tokenizer_dir(config)
   if config.init.from_scratch and not os.path.isdir(folder):
     try:
-      ckpt.atomic_folder(folder, text.write_char_tokenizer, overwrite=False)
-    except (ckpt.CheckpointError, OSError):
+      atomic_folder(folder, text.write_char_tokenizer, overwrite=False)
+    except OSError:  # FileExistsError: another process wrote it first
       if not os.path.isdir(folder):
         raise
   if not os.path.isdir(folder):

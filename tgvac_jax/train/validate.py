@@ -21,8 +21,8 @@ from tgvac_jax import text
 from tgvac_jax.data.pipeline import LoaderConfig, clip_dataset
 from tgvac_jax.diffusion import ddim
 from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig
+from tgvac_jax.files import atomic_folder
 from tgvac_jax.infer.complete import AmodalCompleter, CompletionConfig
-from tgvac_jax.models.checkpoint import atomic_folder
 from tgvac_jax.train.metrics import MetricsLogger, gif_bytes
 from tgvac_jax.train.step import schedule_config
 
