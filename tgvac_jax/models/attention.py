@@ -18,6 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from tgvac_jax import target
 from tgvac_jax.models import cpu_attention
 
 # Queries per block on the CPU path (read at trace time), and the fewest queries that take it (shorter ones, such as
@@ -75,10 +76,10 @@ def path(implementation: str | None, q: jax.Array, k: jax.Array, v: jax.Array, h
                      f'mask={mask is not None}, is_causal={is_causal}')
   if implementation in ('blocked', 'kernel'):
     return implementation
-  if implementation is not None or jax.default_backend() != 'cpu':
+  if implementation is not None or not target.on_cpu():
     return None
   long, width = q.shape[1] >= CPU_MIN_QUERIES, q.shape[2] // heads
-  if (mask is None and not is_causal and jax.device_count() == 1 and cpu_attention.supported(q, k, v)
+  if (mask is None and not is_causal and target.device_count() == 1 and cpu_attention.supported(q, k, v)
       and (long or width <= CPU_KERNEL_SHORT_MAX_WIDTH) and 4 * width * k.shape[1] <= CPU_KERNEL_MAX_PAIR_FLOATS
       and cpu_attention.available()):
     return 'kernel'

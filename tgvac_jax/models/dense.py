@@ -20,13 +20,15 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from tgvac_jax import target
+
 _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 
 
 def written_backward() -> bool:
-  """Whether linear layers take the backward written here (read at trace time): on the CPU backend only."""
-  return jax.default_backend() == 'cpu'
+  """Whether linear layers take the backward written here (read at trace time): in programs for the CPU only."""
+  return target.on_cpu()
 
 
 def _rows(x: jax.Array) -> jax.Array:

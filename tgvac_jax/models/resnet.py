@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tgvac_jax import target
 from tgvac_jax.models import cpu_conv, dense
 
 
@@ -73,9 +74,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int] = (1, 1),
   ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
   if kh == kw == 1 and sh == sw == 1 and not (pt or pb or pl or pr):
     return jnp.dot(x, kernel[0, 0], precision=precision)
-  cpu = jax.default_backend() == 'cpu'
+  cpu = target.on_cpu()
   # One device only: XLA's partitioner cannot split a custom call over a mesh, it would gather its operands.
-  if (cpu and ho * wo >= CPU_CONV_KERNEL_MIN_PIXELS and jax.device_count() == 1
+  if (cpu and ho * wo >= CPU_CONV_KERNEL_MIN_PIXELS and target.device_count() == 1
       and cpu_conv.supported(x, kernel, strides, padding) and cpu_conv.available()):
     return cpu_conv.conv(x, kernel, padding)
   if cpu and sh == sw == 1 and kh > 1 and cout <= 64 <= cin:
@@ -217,7 +218,7 @@ class Upsample2D(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     c = self.conv
-    if SUBPIXEL_UPSAMPLE and jax.default_backend() == 'cpu' and x.ndim == 4 and c._plain(x):  # pylint: disable=protected-access
+    if SUBPIXEL_UPSAMPLE and target.on_cpu() and x.ndim == 4 and c._plain(x):  # pylint: disable=protected-access
       bias = c.bias[...] if c.bias is not None else None
       x, kernel, bias = c.promote_dtype((x, c.kernel[...], bias), dtype=c.dtype)
       y = upsample_conv(x, kernel, c.precision)

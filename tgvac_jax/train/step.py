@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from tgvac_jax import target
 from tgvac_jax.diffusion import losses, schedule as sch
 from tgvac_jax.train import latents as lat
 from tgvac_jax.train.optimizer import update_weights
@@ -112,7 +113,7 @@ def only_if(ok: jax.Array, fn: Callable, old: tuple, conditional: bool | None = 
   the medium frame stage's update on a 2-core AMD EPYC, 199 ms as a select, 134 ms as a conditional). Elsewhere
   the select: a GPU conditional may wait on the host for its predicate (not measured there)."""
   if conditional is None:
-    conditional = jax.default_backend() == 'cpu'
+    conditional = target.on_cpu()
   if conditional:
     return jax.lax.cond(ok, lambda args: fn(*args), lambda args: args, old)
   return jax.tree.map(lambda new, prev: jnp.where(ok, new, prev), fn(*old), old)
