@@ -14,13 +14,25 @@ Difficulty knobs (constructor keywords; the defaults are the full task) narrow t
 part less inferable: attribute subsets (`shapes`, `colours`, `patterns`, `sizes`), no spinning / pulsing, and a
 plain background. `spin`, `pulse` and `background` change only what they name (the random draws are the same,
 so a video keeps its other attributes, motion and timing); a subset re-draws the rest.
+
+Diversity knobs (off by default, so today's builds stay as they are) make the videos look less like one renderer's
+(issue 30: users' frames are JPEGs, lit unevenly, drawn by other rasterizers). They change the pixels only: the
+objects, masks, motion and timing stay; their draws come from a stream of their own.
+  renderer       'analytic' (inside-tests, hard edges), 'polygon' (outlines traced from the inside-tests, filled by
+                 PIL on a 4x canvas: antialiased edges, the mask is coverage >= 1/2) or 'mixed' (one per video)
+  shading        a light ramp across the whole frame, strength up to this (x0.5..x1.5 at 0.5), random direction
+  colour_jitter  per-video gain per channel in 1 +- this and a brightness offset of +-40 x this
+  jpeg_quality   (lo, hi): every frame JPEG-encoded at a per-video quality in [lo, hi] (the source video is a
+                 JPEG stream, so the whole object of the amodal target carries the same artefacts); (0, 0): none
 """
 
 from __future__ import annotations
 
 import functools
+import io
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from data_prep.sources.base import Source, Track
 
@@ -34,6 +46,8 @@ PATTERNS = ('plain', 'striped', 'checkered', 'dotted', 'gradient', 'ringed')
 SIZES = {'small': (0.10, 0.13), 'medium': (0.14, 0.18), 'large': (0.19, 0.25)}  # radius / frame side
 MOTIONS = ('bounce', 'orbit', 'zigzag', 'ease', 'eight')
 BACKGROUNDS = ('texture', 'plain')
+RENDERERS = ('analytic', 'polygon', 'mixed')
+CANVAS = 4  # the polygon renderer's supersampling
 TWO_SPRITE_SIZES = ('small', 'medium')  # two sprites share the frame, one per half
 
 
@@ -67,6 +81,37 @@ def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
   if shape == 'ring':
     return (r <= 1.0) & (r >= 0.5)
   raise ValueError(f'unknown shape {shape!r}')
+
+
+@functools.lru_cache(maxsize=None)
+def shape_outlines(shape: str, rays: int = 256) -> tuple[tuple[np.ndarray, int], ...]:
+  """The shape as polygons in its unit frame, each with its fill (1 draws, 0 cuts out), for the polygon renderer.
+  Star-shaped about the centre: the boundary radius along each of `rays` directions, found by bisection on the
+  inside-test; the ring and the crescent (not star-shaped about the centre): a disc with a disc cut out."""
+  a = 2 * np.pi * np.arange(rays) / rays
+  unit = np.stack([np.cos(a), np.sin(a)], 1)
+  if shape == 'ring':
+    return (unit, 1), (0.5 * unit, 0)
+  if shape == 'crescent':
+    return (unit, 1), (0.8 * unit + np.array([0.45, -0.15]), 0)
+  lo, hi = np.zeros(rays), np.full(rays, 1.5)
+  for _ in range(30):
+    mid = (lo + hi) / 2
+    inside = shape_mask(shape, mid * unit[:, 0], mid * unit[:, 1])
+    lo, hi = np.where(inside, mid, lo), np.where(inside, hi, mid)
+  return ((lo[:, None] * unit, 1),)
+
+
+def polygon_coverage(shape: str, h: int, w: int, to_pixels) -> np.ndarray:
+  """(h, w) float32 coverage of the shape, drawn with PIL on a CANVAS x CANVAS supersampled canvas and averaged:
+  antialiased edges from another rasterizer than `shape_mask`. `to_pixels(uv)` maps unit-frame points to pixel
+  coordinates (pixel j spans [j, j+1])."""
+  canvas = Image.new('L', (w * CANVAS, h * CANVAS), 0)
+  draw = ImageDraw.Draw(canvas)
+  for poly, fill in shape_outlines(shape):
+    xy = to_pixels(poly) * CANVAS - 0.5
+    draw.polygon([tuple(p) for p in xy], fill=255 * fill)
+  return np.asarray(canvas, np.float32).reshape(h, CANVAS, w, CANVAS).mean(axis=(1, 3)) / 255.0
 
 
 def pattern_colour(pattern: str, base: np.ndarray, u: np.ndarray, v: np.ndarray, freq: float,
@@ -197,7 +242,8 @@ class ProceduralSource(Source):
   def __init__(self, root: str | None = None, *, num_videos: int = 64, size: tuple[int, int] | int = 256,
                min_frames: int = 24, max_frames: int = 48, second_sprite_prob: float = 0.4, seed: int = 0,
                shapes=SHAPES, colours=tuple(COLOURS), patterns=PATTERNS, sizes=tuple(SIZES), spin: bool = True,
-               pulse: bool = True, background: str = 'texture'):
+               pulse: bool = True, background: str = 'texture', renderer: str = 'analytic', shading: float = 0.0,
+               colour_jitter: float = 0.0, jpeg_quality: tuple[int, int] = (0, 0)):
     del root  # nothing on disk
     self.num_videos = int(num_videos)
     self.size = (size, size) if isinstance(size, int) else tuple(size)
@@ -216,6 +262,16 @@ class ProceduralSource(Source):
     if background not in BACKGROUNDS:
       raise ValueError(f'background={background!r}: unknown; allowed: one of {BACKGROUNDS}')
     self.background = background
+    if renderer not in RENDERERS:
+      raise ValueError(f'renderer={renderer!r}: unknown; allowed: one of {RENDERERS}')
+    self.renderer = renderer
+    self.shading, self.colour_jitter = float(shading), float(colour_jitter)
+    if not (0 <= self.shading < 1 and 0 <= self.colour_jitter < 1):
+      raise ValueError(f'shading={shading!r}, colour_jitter={colour_jitter!r}: each must be in [0, 1)')
+    q = tuple(int(x) for x in jpeg_quality)
+    if len(q) != 2 or (q != (0, 0) and not 1 <= q[0] <= q[1] <= 100):
+      raise ValueError(f'jpeg_quality={jpeg_quality!r}: (lo, hi) with 1 <= lo <= hi <= 100, or (0, 0) for none')
+    self.jpeg_quality = q
 
   def describe(self) -> dict:
     """The build fingerprint's source part; knobs only when not the default, so the full task's builds keep theirs."""
@@ -226,9 +282,10 @@ class ProceduralSource(Source):
                        ('sizes', tuple(SIZES))):
       if getattr(self, knob) != full:
         d[knob] = list(getattr(self, knob))
-    for knob, default in (('spin', True), ('pulse', True), ('background', 'texture')):
+    for knob, default in (('spin', True), ('pulse', True), ('background', 'texture'), ('renderer', 'analytic'),
+                          ('shading', 0.0), ('colour_jitter', 0.0), ('jpeg_quality', (0, 0))):
       if getattr(self, knob) != default:
-        d[knob] = getattr(self, knob)
+        d[knob] = list(getattr(self, knob)) if knob == 'jpeg_quality' else getattr(self, knob)
     return d
 
   def videos(self) -> list[str]:
@@ -256,8 +313,14 @@ class ProceduralSource(Source):
           pulse=float(rng.uniform(0, 0.08)) * self.pulse, pulse_w=float(rng.uniform(0.1, 0.3)),
           freq=float(rng.uniform(3, 6)), phase=float(rng.uniform(0, 2 * np.pi)),
           aspect=float(rng.uniform(0.8, 1.2)), traj_seed=int(rng.integers(2**31))))
+    looks = np.random.default_rng([self.seed, idx, 11])   # the diversity knobs' own draws: the rest stays as is
+    look = dict(polygon=self.renderer == 'polygon' or (self.renderer == 'mixed' and bool(looks.random() < 0.5)),
+                light=(float(looks.uniform(0, 2 * np.pi)), float(looks.uniform(0, self.shading))),
+                gain=tuple(float(g) for g in looks.uniform(1 - self.colour_jitter, 1 + self.colour_jitter, 3)),
+                offset=float(looks.uniform(-40, 40)) * self.colour_jitter,
+                jpeg=int(looks.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
     return dict(n=n, sprites=sprites, bg_seed=int(rng.integers(2**31)),
-                pan=rng.uniform(-0.6, 0.6, 2) * (rng.random() < 0.6))
+                pan=rng.uniform(-0.6, 0.6, 2) * (rng.random() < 0.6), look=look)
 
   @staticmethod
   def caption_words() -> tuple[str, ...]:
@@ -283,6 +346,7 @@ class ProceduralSource(Source):
       tex = plain_background(rng, h + 2 * pad, w + 2 * pad, [COLOURS[sp['colour']] for sp in spec['sprites']])
     frames = np.empty((n, h, w, 3), np.uint8)
     labels = np.zeros((n, h, w), np.uint8)
+    look = spec['look']
     trajs = []
     for sp in spec['sprites']:
       r = np.random.default_rng(sp['traj_seed'])
@@ -310,15 +374,41 @@ class ProceduralSource(Source):
         ca, sa = np.cos(a), np.sin(a)
         u = (ca * dx + sa * dy) / sp['aspect']
         v = (-sa * dx + ca * dy) * sp['aspect']
-        m = shape_mask(sp['shape'], u, v)
         col = pattern_colour(sp['pattern'], np.asarray(COLOURS[sp['colour']], np.float32), u, v, sp['freq'],
                              sp['phase'])
         shade = 1.0 - 0.15 * np.clip(0.5 * (u + v), -1, 1)[..., None]  # soft light from top-left
         patch = img[y0:y1, x0:x1]
-        patch[m] = (col * shade)[m]
+        if look['polygon']:
+          def to_pixels(uv, ca=ca, sa=sa, sp=sp, cx=cx, cy=cy, rad=rad):  # the inverse of (dx, dy) -> (u, v)
+            us, vs = uv[:, 0] * sp['aspect'], uv[:, 1] / sp['aspect']
+            return np.stack([cx + (ca * us - sa * vs) * rad - x0, cy + (sa * us + ca * vs) * rad - y0], 1)
+          cov = polygon_coverage(sp['shape'], y1 - y0, x1 - x0, to_pixels)[..., None]
+          m = cov[..., 0] >= 0.5
+          patch[:] = patch * (1 - cov) + col * shade * cov
+        else:
+          m = shape_mask(sp['shape'], u, v)
+          patch[m] = (col * shade)[m]
         labels[f, y0:y1, x0:x1][m] = k
-      frames[f] = np.clip(img, 0, 255).astype(np.uint8)
+      frames[f] = np.clip(self._look(img, look), 0, 255).astype(np.uint8)
+    if look['jpeg']:
+      for f in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(frames[f]).save(buf, format='JPEG', quality=look['jpeg'])
+        frames[f] = np.asarray(Image.open(buf).convert('RGB'))
     return frames, labels
+
+  @staticmethod
+  def _look(img: np.ndarray, look: dict) -> np.ndarray:
+    """A frame under the video's light ramp and colour jitter (both identity when their knobs are 0)."""
+    angle, strength = look['light']
+    if strength:
+      h, w = img.shape[:2]
+      yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+      ramp = np.cos(angle) * (xx / max(w - 1, 1) - 0.5) + np.sin(angle) * (yy / max(h - 1, 1) - 0.5)
+      img = img * (1 + 2 * strength * ramp)[..., None]
+    if look['offset'] or any(g != 1 for g in look['gain']):
+      img = img * np.asarray(look['gain']) + look['offset']
+    return img
 
   def tracks(self, video_id: str) -> list[Track]:
     spec = self._spec(video_id)
