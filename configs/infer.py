@@ -14,6 +14,8 @@ Sampler defaults are the paper's (§3.4/§4.1): windows of 14 frames, stride 4, 
 
 import ml_collections
 
+from tgvac_jax import distributed
+
 
 def get_config():
   c = ml_collections.ConfigDict()
@@ -54,6 +56,9 @@ def get_config():
   # devices
   c.shard = 'auto'           # auto | none | videos | windows (auto: split a batch's videos over local devices)
   c.batch_size = 0           # rows (videos x samples) per model call; 0: one per device
+  # several processes (one per TPU host / SLURM task) each complete every process_count-th sequence: see
+  # docs/scale.md, "Batch inference on a cluster"
+  c.distributed = distributed.config()
 
   c.sampler = ml_collections.ConfigDict()
   c.sampler.window_length = 14

@@ -3,7 +3,10 @@
 Output per sequence: `out_dir/<name>/` as `outputs.py` lays it out. Every sequence folder is written to a
 temporary sibling and renamed into place when complete, so a killed run leaves no half-written sequence; a rerun
 removes the temporaries such a run left, skips the sequences already there (unless `overwrite`) and completes
-the rest.
+the rest. A finished folder is skipped only if its completion.json was made from the same input, caption, model
+and settings; one made otherwise stops the run with an error (before anything is compiled) rather than being
+passed off as this run's result. `stop()` (a SIGTERM, see infer/job.py) is asked before every model call: the
+sequences already computed are written, the rest are left for the rerun.
 
 Spread: each process takes every `process_count`-th sequence (its share; no communication between processes).
 Inside a process, sequences of one shape (frames x canvas) are batched: `batch_size` rows per model call, one row
@@ -14,10 +17,11 @@ reused for every batch of that shape. Every input is checked before the first co
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -63,6 +67,40 @@ def _remove_stale(out_dir: Path, name: str) -> None:
   """Temporaries of a killed run (`atomic_folder`'s .<name>.tmp-* / .<name>.old-*)."""
   for p in list(out_dir.glob(f'.{name}.tmp-*')) + list(out_dir.glob(f'.{name}.old-*')):
     shutil.rmtree(p, ignore_errors=True)
+
+
+def _made_by(info: dict) -> dict:
+  """What in a completion.json decides the written result: the input, the caption, the model and the settings --
+  not how the work was spread over devices and calls (batch_size, shard, chunk_size), nor when or where it ran."""
+  info = json.loads(json.dumps(info, sort_keys=True, default=str))  # as written: lists for tuples, str for the rest
+  settings = {k: v for k, v in info.get('settings', {}).items() if k not in ('overwrite', 'batch_size')}
+  completion = dict(info.get('completion', {}))
+  completion['sampler'] = {k: v for k, v in completion.get('sampler', {}).items() if k not in ('shard', 'chunk_size')}
+  return {'caption': info.get('caption'), 'source': info.get('source'), 'checkpoint': info.get('checkpoint'),
+          'dtype': info.get('dtype'), 'settings': settings, 'completion': completion}
+
+
+def _differences(a, b, prefix: str = '') -> list[str]:
+  """Dotted paths where two JSON trees differ."""
+  if isinstance(a, dict) and isinstance(b, dict):
+    return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f'{prefix}{k}.')]
+  return [] if a == b else [f'{prefix[:-1]} ({a!r} there, {b!r} now)']
+
+
+def _check_done(folder: Path, seq: InputSequence, completer: AmodalCompleter, settings: InferSettings,
+                record: dict | None) -> None:
+  """A finished folder may be skipped only if this run would have written the same."""
+  try:
+    there = _made_by(json.loads((folder / outputs.INFO_NAME).read_text()))
+  except (OSError, ValueError) as e:
+    raise ValueError(f'{folder} exists but is not a finished completion (no readable {outputs.INFO_NAME}: {e}); '
+                     'remove it or set overwrite=True') from e
+  now = _made_by({'caption': seq.text, 'source': seq.describe(), 'settings': dataclasses.asdict(settings),
+                  'completion': dataclasses.asdict(completer.config), **(record or {})})
+  diff = _differences(there, now)
+  if diff:
+    raise ValueError(f'{folder} was completed with other inputs or settings: {"; ".join(diff[:3])}'
+                     f'{"; ..." if len(diff) > 3 else ""}. Set overwrite=True to redo it, or write to another out')
 
 
 class _Planned:
@@ -123,10 +161,11 @@ def _finish(out_dir: Path, p: _Planned, clip, rgb: np.ndarray, amodal: np.ndarra
 def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequence], out_dir,
                        settings: InferSettings = InferSettings(), *, record: dict | None = None,
                        process_index: int | None = None, process_count: int | None = None,
-                       progress: bool = True) -> dict[str, str]:
-  """Completes this process's share of `sequences` into `out_dir/<name>/`; returns {name: 'done' | 'skipped'}.
+                       progress: bool = True, stop: Callable[[], bool] | None = None) -> dict[str, str]:
+  """Completes this process's share of `sequences` into `out_dir/<name>/`; returns {name: 'done' | 'skipped' |
+  'stopped'} ('stopped': left undone because `stop()` turned true).
 
-  record: extra fields for every completion.json (checkpoint, config, ...). process_index/count default to
+  record: extra fields for every completion.json (checkpoint, dtype, config, ...). process_index/count default to
   jax's (each process takes sequences[index::count]).
   """
   names = [s.name for s in sequences]
@@ -141,10 +180,13 @@ def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequ
   for seq in share:
     _remove_stale(out_dir, seq.name)
     if not settings.overwrite and (out_dir / seq.name).is_dir():
+      _check_done(out_dir / seq.name, seq, completer, settings, record)
       status[seq.name] = 'skipped'
   if status:
     log.info('%d of %d sequences already done in %s: skipped', len(status), len(share), out_dir)
   planned = _plan(completer, [s for s in share if s.name not in status], settings)
+  log.info('process %d of %d: %d sequences to complete (its share of %d: %s)', pi, pc, len(planned), len(names),
+           ', '.join(p.seq.name for p in planned))
 
   groups: dict = {}
   for p in planned:
@@ -158,6 +200,8 @@ def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequ
     first_call = True
     for start in range(0, len(group), per_call):
       batch = group[start:start + per_call]
+      if stop is not None and stop():
+        break
       t_read = time.time()
       clips = [p.seq.load() for p in batch]
       read_s = (time.time() - t_read) / len(batch)
@@ -179,4 +223,6 @@ def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequ
         bar.set_postfix(frames_per_s=f'{frames_done / (time.time() - t0):.2f}')
       first_call = False
   bar.close()
+  for p in planned:
+    status.setdefault(p.seq.name, 'stopped')
   return status

@@ -3,12 +3,20 @@
 One video (`video` set): OUT itself receives the outputs (`outputs.py`). Batch (`root` or `manifest` set):
 OUT/<sequence>/ per sequence. Both go through `batch.complete_sequences`, so a rerun skips what is done (unless
 `overwrite`), every folder appears whole or not at all, and every input is checked before anything compiles.
+
+Several processes (`distributed.initialize`, e.g. one per TPU host or per SLURM task) split the sequences: each
+completes its own share on its own devices, with no collective across processes, so none waits for another. A
+SIGTERM stops a process cleanly: the model call under way finishes and is written, no new one starts, and the exit
+status is 143 when sequences were left (a rerun completes them). A stopped process 0 stops the others the same way
+(it hosts the coordination service, so it also waits for them to end: tgvac_jax/distributed.py).
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +25,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from tgvac_jax import distributed
 from tgvac_jax.diffusion.ddim import DDIMConfig
 from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig
 from tgvac_jax.infer import io, sam2
@@ -62,7 +71,7 @@ def load_completer(c) -> AmodalCompleter:
 
 def run_record(c, load_s: float) -> dict:
   """What every completion.json of a run records besides its sequence: the model, the config, the versions."""
-  return {'checkpoint': os.path.abspath(c.checkpoint), 'config': c.to_dict(),
+  return {'checkpoint': os.path.abspath(c.checkpoint), 'dtype': c.dtype, 'config': c.to_dict(),
           'versions': {'jax': jax.__version__, 'python': platform.python_version()}, 'load_s': round(load_s, 3)}
 
 
@@ -93,6 +102,30 @@ def _batch(c) -> tuple[list[InputSequence], Path]:
   return seqs, Path(c.out).absolute()
 
 
+class _Sigterm:
+  """While installed (`with`): a SIGTERM sets `got` instead of killing the process (and, on process 0 of several,
+  asks the others to stop too)."""
+
+  def __init__(self):
+    self.got = threading.Event()
+
+  def _handle(self, signum, frame) -> None:  # pylint: disable=unused-argument
+    if not self.got.is_set():
+      logging.warning('SIGTERM: the model call under way is finished and written, then this process stops')
+      self.got.set()
+      distributed.request_stop()
+
+  def __enter__(self) -> _Sigterm:
+    self._before = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    signal.signal(signal.SIGTERM, self._before)
+
+
+EXIT_STOPPED = 128 + signal.SIGTERM  # the status of a run stopped with sequences left, as if the signal had killed it
+
+
 def run(c) -> None:
   t0 = time.time()
   given = [k for k in ('video', 'root', 'manifest') if c.get(k)]
@@ -103,9 +136,21 @@ def run(c) -> None:
   seqs, out_dir = single_sequence(c) if c.video else _batch(c)
   for s in seqs:  # the inputs first: a bad video or mask fails here, before the model is read
     s.check()
-  completer = load_completer(c)
-  record = run_record(c, time.time() - t0)
-  status = complete_sequences(completer, seqs, out_dir, settings, record=record)
-  done = sum(v == 'done' for v in status.values())
-  logging.info('%d completed, %d already done, in %.1fs -> %s', done, len(status) - done, time.time() - t0,
-               out_dir if not c.video else out_dir / seqs[0].name)
+  if c.distributed.initialize:
+    distributed.initialize(c.distributed, independent=True)
+  with _Sigterm() as sigterm:
+    completer = load_completer(c)
+    record = run_record(c, time.time() - t0)
+    status = complete_sequences(completer, seqs, out_dir, settings, record=record,
+                                stop=lambda: sigterm.got.is_set() or distributed.stop_requested())
+    left = [n for n, v in status.items() if v == 'stopped']
+    done = sum(v == 'done' for v in status.values())
+    summary = (f'{done} completed, {len(status) - done - len(left)} already done, {len(left)} left by a stop, '
+               f'in {time.time() - t0:.1f}s')
+    logging.info('%s -> %s', summary, out_dir if not c.video else out_dir / seqs[0].name)
+    distributed.report_end(summary)
+    distributed.wait_for_peers()
+  if left:
+    logging.warning('stopped with %d sequences of this process left (%s): rerun the same command to complete them',
+                    len(left), ', '.join(left))
+    raise SystemExit(EXIT_STOPPED)
