@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from tgvac_jax import distributed
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -88,11 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.tensor = 1
   c.mesh.min_shard_size = 2 ** 14  # elements: smaller weights (biases, norms) are replicated, larger split on fsdp
 
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.initialize = False  # jax.distributed.initialize() (arguments from the cluster's environment)
-  c.distributed.coordinator_address = ''
-  c.distributed.num_processes = 0
-  c.distributed.process_id = -1
+  c.distributed = distributed.config()  # jax.distributed.initialize() (unset fields: from the cluster's environment)
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every = 5000       # steps between Orbax saves (and EMA pipeline exports)

@@ -3,10 +3,10 @@
   python run.py --config configs/{frame,motion,vae}.py[:tiny]        config.job = 'train'
   python run.py --config configs/cache_latents.py:<stage>           config.job = 'cache_latents'
 
-Their set-up lives here and nowhere else in train/: the distributed start, the procedural dataset of tiny configs
-(built through data_prep) and the AnimateDiff motion weights (read through convert/animatediff.py). Being a job
-entry point, this module is the only one in train/ that may import the tools; the rest of the package is library
-(trainer.py is the loop, cache_latents.py the latent cache).
+Their set-up lives here and nowhere else in train/: the distributed start (tgvac_jax/distributed.py, shared with
+inference), the procedural dataset of tiny configs (built through data_prep) and the AnimateDiff motion weights
+(read through convert/animatediff.py). Being a job entry point, this module is the only one in train/ that may
+import the tools; the rest of the package is library (trainer.py is the loop, cache_latents.py the latent cache).
 """
 
 from __future__ import annotations
@@ -18,27 +18,12 @@ from pathlib import Path
 import jax
 from absl import logging
 
+from tgvac_jax import distributed
 from tgvac_jax.train import cache_latents, trainer
 from tgvac_jax.train.inputs import make_dataset
 from tgvac_jax.train.sharding import make_mesh
 from tgvac_jax.train.stages import check_init
 from tgvac_jax.train.state import check_config, setup
-
-
-def initialize_distributed(config) -> None:
-  """`jax.distributed.initialize` with the configured fields; unset ones come from the cluster (TPU pods,
-  SLURM, Open MPI set them in the environment)."""
-  d = config.distributed
-  kw = {}
-  if d.coordinator_address:
-    kw['coordinator_address'] = d.coordinator_address
-  if d.num_processes > 0:
-    kw['num_processes'] = int(d.num_processes)
-  if d.process_id >= 0:
-    kw['process_id'] = int(d.process_id)
-  jax.distributed.initialize(**kw)
-  logging.info('process %d of %d, %d local / %d devices', jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
 
 
 def procedural_dataset(config, workdir: Path) -> str:
@@ -82,7 +67,7 @@ def train(config) -> None:
   if _quiet_orbax not in logging.get_absl_handler().filters:
     logging.get_absl_handler().addFilter(_quiet_orbax)
   if config.distributed.initialize:
-    initialize_distributed(config)
+    distributed.initialize(config.distributed)
   workdir = Path(config.workdir).absolute()
   mesh = make_mesh(config.mesh)
   # every bad input fails from here to setup, before anything is compiled or written under workdir; the config
@@ -99,7 +84,7 @@ def train(config) -> None:
 def cache(config) -> None:
   """The 'cache_latents' job: this process's shards of the latent cache (`cache_latents.cache`)."""
   if config.distributed.initialize:
-    initialize_distributed(config)
+    distributed.initialize(config.distributed)
   if config.data.procedural_videos > 0 and not config.data.dataset and not config.data.pix2gestalt:
     config.data.dataset = procedural_dataset(config, Path(config.workdir).absolute())
   out = cache_latents.cache(config, jax.process_index(), jax.process_count())
