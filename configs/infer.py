@@ -24,7 +24,7 @@ def get_config():
   c.out = 'out/infer'        # one video: its output folder; batch: the parent of one folder per sequence
 
   # one video
-  c.video = ''               # mp4/mov/webm/mkv/avi file or folder of jpg/png frames
+  c.video = ''               # mp4/mov/webm/mkv/avi/gif file or folder of jpg/png frames
   c.text = ''                # the whole object, in words (CLIP reads 77 tokens; longer is truncated, with a warning)
   c.masks = ''               # folder of per-frame visible-mask PNGs ...
   c.object_id = 0            # ... palette id of the object (0: the only object in the masks)

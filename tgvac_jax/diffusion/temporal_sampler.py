@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -188,13 +189,15 @@ def windowed_model_output(eps_fn: Denoiser, params: Any, z: jax.Array, t: jax.Ar
 
 def temporal_sample(eps_fn: Denoiser, params: Any, z_T: jax.Array, cond: Cond, key: jax.Array | None,
                     config: TemporalSamplerConfig, *, uncond_context: Any = None,
-                    mesh: Mesh | None = None) -> jax.Array:
+                    mesh: Mesh | None = None, on_step: Callable[[jax.Array], None] | None = None) -> jax.Array:
   """Sample latent videos from noise z_T (B, N, h, w, c); pure and traceable (see `make_temporal_sampler`).
 
   eps_fn(params, z, t, cond) is the denoiser on windows: z (b, L, h, w, c), t (b,) int32, cond a `Cond` whose
   frames leaves are (b, L, ...) and context leaves (b, ...); it returns the model output (per
   `config.schedule.prediction_type`) shaped like z. uncond_context: the empty-prompt context for guidance
   (leading dim 1 or B). key: PRNG key, needed only for eta > 0; the result is a function of the key alone.
+  on_step: called on the host with the finished step's index (0-based) after every DDIM step, for progress bars
+  (a `jax.debug.callback` that reads the step counter only, so the samples are the same with and without it).
   """
   _check_video(z_T)
   cfg = config
@@ -214,6 +217,8 @@ def temporal_sample(eps_fn: Denoiser, params: Any, z_T: jax.Array, cond: Cond, k
     out = _windowed(eps_fn, params, z, t, frames_g, cond.context, plan, cfg, uncond_context, mesh)
     noise = ddim_lib.step_noise(key, i, z.shape, z.dtype) if cfg.ddim.eta > 0 else None
     z = ddim_lib.ddim_step(cfg.schedule, cfg.ddim, out, t, z, noise)[0]
+    if on_step is not None:
+      jax.debug.callback(on_step, i)
     return (_constrain(z, mesh, zspec) if cfg.shard else z), None
 
   z0, _ = jax.lax.scan(body, z_T, (jnp.arange(ts.shape[0]), ts))

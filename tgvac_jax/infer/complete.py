@@ -10,10 +10,12 @@ a video's result does not depend on the other videos in its batch.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,6 +32,7 @@ from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig, _axis_si
 from tgvac_jax.models import checkpoint
 
 COMPONENTS = ('unet', 'vae', 'text_encoder')
+_LISTEN = threading.Lock()  # one completion with a step listener at a time: `_step_listener` has one slot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +67,23 @@ def _map_frames(fn, x: jax.Array, chunk: int) -> jax.Array:
   return out.reshape((-1,) + out.shape[2:])[:n]
 
 
-@functools.partial(jax.jit, static_argnames=('graphs', 'config', 'mesh'))
-def _complete(params, frames, visible, ids, empty_ids, keys, *, graphs, config: CompletionConfig, mesh):
+_step_listener: list = [None]  # where `AmodalCompleter.on_step` calls of the running completion go
+
+
+def _report_step(i) -> None:
+  listener = _step_listener[0]
+  if listener is not None:
+    listener(int(i))
+
+
+@functools.partial(jax.jit, static_argnames=('graphs', 'config', 'mesh', 'report_steps'))
+def _complete(params, frames, visible, ids, empty_ids, keys, *, graphs, config: CompletionConfig, mesh,
+              report_steps: bool = False):
   """(B, N, H, W, 3) uint8 frames, (B, N, H, W) bool masks, (B, 77) ids, (B,) keys -> object rgb and amodal mask.
 
   Videos stay on the leading axis throughout (VAE calls are vmapped over them), so a batch sharded over devices
-  stays sharded."""
+  stays sharded. report_steps: the sampler tells `_report_step` after every DDIM step (one program for every
+  completer, whatever its listener)."""
   ug = graphs[0]
   unet, vae, text_encoder = (nnx.merge(g, p) for g, p in zip(graphs, params))
   b, n, h, w, _ = frames.shape
@@ -88,7 +102,7 @@ def _complete(params, frames, visible, ids, empty_ids, keys, *, graphs, config: 
   z_T = jax.vmap(lambda k: jax.random.normal(k, (n, h // factor, w // factor, lat), jnp.float32))(keys)
   # keys[0] drives the per-step noise of eta > 0 only; with the default eta = 0 each video depends on its own key
   z0 = temporal_sample(eps, params[0], z_T, Cond(cond_lat, context), keys[0], config.sampler,
-                       uncond_context=empty, mesh=mesh)
+                       uncond_context=empty, mesh=mesh, on_step=_report_step if report_steps else None)
   rgb = per_video(vae.decode_latents, z0)
   rgb = jnp.clip(jnp.round((rgb + 1) * 127.5), 0, 255).astype(jnp.uint8)
   return rgb, amodal_mask(rgb, config.mask_threshold)
@@ -102,7 +116,11 @@ class AmodalCompleter:
   mesh: devices to spread each call over, as `config.sampler.shard` says: 'videos' splits the batch (padded to a
   multiple of the mesh axis with copies of its last video, dropped again), 'windows' splits each chunk of
   windows. Parameters are replicated on the mesh.
+  on_step: None, or called with (finished DDIM steps, total steps) during every call (a progress bar; the
+  results do not change). Completions with a listener run one at a time.
   """
+
+  on_step: Callable[[int, int], None] | None = None
 
   def __init__(self, unet: nnx.Module, vae: nnx.Module, text_encoder: nnx.Module, tokenize,
                config: CompletionConfig = CompletionConfig(), *, mesh: Mesh | None = None):
@@ -156,6 +174,18 @@ class AmodalCompleter:
     parts = checkpoint.load_pipeline(folder, COMPONENTS, dtype=dtype)
     return cls(*(parts[c][0] for c in COMPONENTS), tokenize, config, mesh=mesh)
 
+  def with_config(self, config: CompletionConfig) -> AmodalCompleter:
+    """The same weights with other sampler settings (steps, guidance, windows, ...), e.g. per request of a
+    server; the noise schedule and DDIM scheduler settings stay the checkpoint's (`from_pretrained`)."""
+    s = self.config.sampler
+    ddim = scheduler_config.Scheduler(s.schedule, s.ddim).sampler_ddim(config.sampler.ddim)
+    other = copy.copy(self)
+    other.config = dataclasses.replace(config, sampler=dataclasses.replace(config.sampler, schedule=s.schedule,
+                                                                           ddim=ddim))
+    if other.config.sampler.shard != s.shard:
+      raise ValueError(f'with_config keeps the mesh: shard {other.config.sampler.shard!r} != {s.shard!r}')
+    return other
+
   @property
   def batch_multiple(self) -> int:
     """Videos per call that fill the mesh (batches are padded up to a multiple of this)."""
@@ -198,7 +228,18 @@ class AmodalCompleter:
     elif self.mesh is not None:
       args = jax.device_put(args, NamedSharding(self.mesh, P()))
     frames_d, visible_d, ids_d, keys_d = args
-    rgb, mask = _complete(self._params, frames_d, visible_d, ids_d, jnp.asarray(self.tokenize([''])), keys_d,
-                          graphs=self._graphs, config=self.config, mesh=self.mesh)
-    rgb, mask = np.asarray(rgb)[:b], np.asarray(mask)[:b]
+    report = self.on_step is not None
+    if report:
+      total = self.config.sampler.ddim.num_inference_steps
+      listener = self.on_step
+      _LISTEN.acquire()
+      _step_listener[0] = lambda i: listener(i + 1, total)
+    try:
+      rgb, mask = _complete(self._params, frames_d, visible_d, ids_d, jnp.asarray(self.tokenize([''])), keys_d,
+                            graphs=self._graphs, config=self.config, mesh=self.mesh, report_steps=report)
+      rgb, mask = np.asarray(rgb)[:b], np.asarray(mask)[:b]
+    finally:
+      if report:
+        _step_listener[0] = None
+        _LISTEN.release()
     return Completion(rgb[0], mask[0]) if single else Completion(rgb, mask)

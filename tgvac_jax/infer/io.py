@@ -1,6 +1,6 @@
 """Videos, frames and masks on disk: what users hand to inference and what it writes back.
 
-Videos are mp4/mov/webm/mkv/avi files (decoded by PyAV, FFmpeg inside) or folders of jpg/png frames in natural
+Videos are mp4/mov/webm/mkv/avi/gif files (decoded by PyAV, FFmpeg inside) or folders of jpg/png frames in natural
 order (frame2 before frame10). Visible masks are folders of PNGs, one per frame in the same order: binary images
 (any non-zero pixel is object) or label images -- DAVIS palette PNGs, whose pixel values are object ids (0
 background, 255 void) -- from which `object_id` picks one object. Every problem is one ValueError /
@@ -19,7 +19,7 @@ from PIL import Image
 
 from tgvac_jax.data import images
 
-VIDEO_EXTS = ('.mp4', '.mov', '.webm', '.mkv', '.avi', '.m4v')
+VIDEO_EXTS = ('.mp4', '.mov', '.webm', '.mkv', '.avi', '.m4v', '.gif')
 FRAME_EXTS = ('.jpg', '.jpeg', '.png')
 VOID_ID = 255  # DAVIS marks unlabelled pixels with 255
 
