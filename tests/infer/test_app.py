@@ -25,8 +25,8 @@ from fakes import object_labels, write_frames, write_masks  # noqa: E402
 from configs import app as app_configs  # noqa: E402
 from tgvac_jax import jobs  # noqa: E402
 from tgvac_jax.app import job as app_job  # noqa: E402
-from tgvac_jax.app.requests import RequestFolders, UserError  # noqa: E402
-from tgvac_jax.app.service import Request  # noqa: E402
+from tgvac_jax.app.requests import RequestFolders, UserError, first_frame  # noqa: E402
+from tgvac_jax.app.service import Completions, Request  # noqa: E402
 from tgvac_jax.eval import amodal_root  # noqa: E402
 
 FRAMES, SIZE = 6, (20, 24)
@@ -281,3 +281,21 @@ def test_demo_checkpoint_sampling_defaults(tmp_path):
                  'window_length': quick.sample.window_length, 'stride': quick.unseen.stride,
                  'chunk_size': quick.sample.chunk_size, 'mask_threshold': quick.sample.mask_threshold}
   assert app_job.demo_sampling(tmp_path / 'elsewhere' / 'model') == {}
+
+
+def test_first_frame_prompts_become_the_infer_jobs_sam2_prompt(app, tmp_path):
+  """With --config.sam2, a box and clicks go to configs/infer.py's box/points (the job's own SAM-2 path); the
+  click target is the upload's first frame."""
+  frames = write_frames(tmp_path / 'frames', FRAMES, SIZE)
+  shutil.make_archive(str(tmp_path / 'frames'), 'zip', tmp_path / 'frames')
+  np.testing.assert_array_equal(first_frame(tmp_path / 'frames.zip', app.service.limits), frames[0])
+  service = Completions(app.service.completer, app.service.config, [], RequestFolders(tmp_path / 'requests', 60),
+                        sam2=str(tmp_path / 'sam2'))
+  folder = service.folders.new()
+  ic = service.request_config(Request('a dog', video=str(tmp_path / 'frames.zip'), box='1,2,15,16',
+                                      points='3,4;5,6'), folder)
+  seqs, _ = app_job.infer_job.single_sequence(ic)
+  assert seqs[0].prompt.box == (1, 2, 15, 16) and seqs[0].prompt.points == ((3, 4), (5, 6))
+  assert seqs[0].prompt.labels == (1, 1) and str(seqs[0].sam2_folder) == str(tmp_path / 'sam2')
+  assert seqs[0].probe() == (FRAMES,) + SIZE
+  service.folders.close()

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import gradio as gr
 
-from tgvac_jax.app.requests import UPLOAD_VIDEO_EXTS, UserError
+from tgvac_jax.app.requests import UPLOAD_VIDEO_EXTS, UserError, first_frame
 from tgvac_jax.app.service import Completions, Request, Result
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ def build(service: Completions, defaults: dict, *, title: str, about: str, delet
         gr.Markdown('Or a first-frame box or clicks, tracked by SAM-2 (x, y in pixels of the first frame).'
                     if sam2 else 'A first-frame box or clicks tracked by SAM-2: start the app with '
                     '`--config.sam2=<a local transformers SAM-2 folder>` to enable them.', elem_id='sam2-note')
+        first = gr.Image(label='First frame: click the object to add a point', interactive=False, visible=sam2,
+                         elem_id='first-frame')
         box = gr.Textbox(label='First-frame box x0,y0,x1,y1', visible=sam2, elem_id='box')
         points = gr.Textbox(label='First-frame clicks x,y;x,y', visible=sam2, elem_id='points')
         text = gr.Textbox(label='3. The whole object, in words', placeholder='a large red heart', elem_id='caption')
@@ -119,6 +121,19 @@ def build(service: Completions, defaults: dict, *, title: str, about: str, delet
     gallery.select(pick, None, [source, example, text], api_name=False)
     example.input(picked, example, [source, text], api_name=False)
     video.upload(lambda: UPLOAD, None, source, api_name=False)
+    if sam2:
+      def show_first(path):
+        try:
+          return first_frame(path, lim), ''
+        except (UserError, ValueError) as e:
+          raise gr.Error(str(e), print_exception=False) from e
+
+      def click(current, evt: gr.SelectData):
+        x, y = evt.index
+        return ';'.join(p for p in ((current or '').strip(), f'{x},{y}') if p)
+
+      video.upload(show_first, video, [first, points], api_name=False)
+      first.select(click, points, points, api_name=False)
 
     def complete(src, key, video_file, masks_file, oid, box_text, points_text, caption, n_steps, scale, length,
                  step, n_samples, seed_value, progress=gr.Progress()):

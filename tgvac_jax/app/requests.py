@@ -5,6 +5,7 @@ upload passes before anything reads it in full. Every refusal is a `UserError` w
 from __future__ import annotations
 
 import dataclasses
+import io as bytes_io
 import logging
 import shutil
 import threading
@@ -12,6 +13,9 @@ import time
 import uuid
 import zipfile
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from tgvac_jax.infer import io
 
@@ -118,6 +122,27 @@ def video_input(upload: Path, folder: Path, limits: Limits) -> Path:
                     'frames')
   folder.mkdir(parents=True, exist_ok=True)
   return Path(shutil.copyfile(upload, folder / upload.name))
+
+
+def first_frame(upload: Path, limits: Limits) -> np.ndarray:
+  """The first frame of an uploaded video or zip of frames (for placing first-frame clicks), read in memory."""
+  upload = Path(upload)
+  limits.check_upload(upload)
+  if upload.suffix.lower() != '.zip':
+    if upload.suffix.lower() not in UPLOAD_VIDEO_EXTS:
+      raise UserError(f'{upload.name}: not a video ({", ".join(e[1:] for e in UPLOAD_VIDEO_EXTS)}) or a zip of '
+                      'frames')
+    return io.read_video(upload).frames[0]
+  try:
+    with zipfile.ZipFile(upload) as zf:
+      names = sorted((n for n in zf.namelist() if Path(n).suffix.lower() in io.FRAME_EXTS
+                      and not Path(n).name.startswith('.')), key=lambda n: io.natural_key(Path(n).name))
+      if not names:
+        raise UserError(f'{upload.name}: no jpg/png frames in the zip')
+      with Image.open(bytes_io.BytesIO(zf.read(names[0]))) as im:
+        return np.asarray(im.convert('RGB'))
+  except (zipfile.BadZipFile, OSError) as e:
+    raise UserError(f'{upload.name}: cannot read the first frame ({e})') from e
 
 
 def masks_input(upload: Path, folder: Path, limits: Limits) -> Path:
