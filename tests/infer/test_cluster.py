@@ -82,12 +82,16 @@ def _result_info(data: bytes) -> dict:
   return {k: v for k, v in json.loads(data).items() if k not in RUN_FIELDS}
 
 
-def test_two_processes_equal_one_and_stop_cleanly(tmp_path, tiny_checkpoint):
-  root = tmp_path / 'davis'
+def _davis(root: Path) -> None:
   for k, name in enumerate(NAMES):  # one shape: one compile per process
     write_frames(root / 'JPEGImages' / name, 5, (20, 24), seed=k)
     write_masks(root / 'Annotations' / name, object_labels(5, (20, 24)), palette=True)
   (root / 'captions.json').write_text(json.dumps({n: f'a small {n}' for n in NAMES}))
+
+
+def test_two_processes_equal_one_and_stop_cleanly(tmp_path, tiny_checkpoint):
+  root = tmp_path / 'davis'
+  _davis(root)
   one, two = tmp_path / 'one', tmp_path / 'two'
 
   reference = _Infer(tmp_path, tiny_checkpoint, root, one)  # side by side: compiles are mostly single-threaded
@@ -119,6 +123,23 @@ def test_two_processes_equal_one_and_stop_cleanly(tmp_path, tiny_checkpoint):
         assert _result_info(a[f]) == _result_info(b[f]), name
       else:
         assert a[f] == b[f], f'{name}/{f} differs between one process and two'
+
+
+@pytest.mark.slow
+def test_sigterm_to_process_0_stops_both(tmp_path, tiny_checkpoint):
+  """Process 0 hosts the coordination service, so it cannot leave the others behind: stopped, it asks them to stop
+  too and waits for them to end. Both exit 143 with at most their first sequence written and nothing partial."""
+  root = tmp_path / 'davis'
+  _davis(root)
+  procs = _pair(tmp_path, tiny_checkpoint, root, tmp_path / 'out')
+  for i, p in enumerate(procs):
+    p.wait_for(f'process {i} of 2: 2 sequences to complete')
+  procs[0].proc.send_signal(signal.SIGTERM)
+  codes = [p.wait() for p in procs]
+  assert codes == [job.EXIT_STOPPED] * 2, '\n'.join(p.output()[-3000:] for p in procs)
+  written = {p.name for p in (tmp_path / 'out').iterdir()} if (tmp_path / 'out').exists() else set()
+  assert written <= {'bear', 'car'}, written  # the first of each share at most; no temporary left
+  assert 'process 1: ' in procs[0].output() and 'left by a stop' in procs[0].output().split('process 1: ')[1]
 
 
 def test_a_rerun_with_other_settings_is_refused(tmp_path, infer_config):
