@@ -25,9 +25,10 @@ from fakes import object_labels, write_frames, write_masks  # noqa: E402
 from configs import app as app_configs  # noqa: E402
 from tgvac_jax import jobs  # noqa: E402
 from tgvac_jax.app import job as app_job  # noqa: E402
-from tgvac_jax.app.requests import RequestFolders, UserError, first_frame  # noqa: E402
+from tgvac_jax.app.requests import RequestFolders, UserError, first_frame, video_input  # noqa: E402
 from tgvac_jax.app.service import Completions, Request  # noqa: E402
 from tgvac_jax.eval import amodal_root  # noqa: E402
+from tgvac_jax.infer import io  # noqa: E402
 
 FRAMES, SIZE = 6, (20, 24)
 SAMPLER = {'steps': 2, 'window_length': 4, 'stride': 2, 'guidance_scale': 2.0}
@@ -299,3 +300,15 @@ def test_first_frame_prompts_become_the_infer_jobs_sam2_prompt(app, tmp_path):
   assert seqs[0].prompt.labels == (1, 1) and str(seqs[0].sam2_folder) == str(tmp_path / 'sam2')
   assert seqs[0].probe() == (FRAMES,) + SIZE
   service.folders.close()
+
+
+def test_gif_upload_reads_like_its_frames(app, tmp_path):
+  """A GIF (PyAV decodes it like any video) gives back the frames it was made of (flat colours: no dithering)."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  frames = _clip(0)[0]
+  Image.fromarray(frames[0]).save(tmp_path / 'clip.gif', save_all=True, duration=100, loop=0,
+                                  append_images=[Image.fromarray(f) for f in frames[1:]])
+  folder = tmp_path / 'request'
+  path = video_input(tmp_path / 'clip.gif', folder, app.service.limits)
+  np.testing.assert_array_equal(io.read_video(path).frames, frames)
+  np.testing.assert_array_equal(first_frame(tmp_path / 'clip.gif', app.service.limits), frames[0])
