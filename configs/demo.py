@@ -3,6 +3,7 @@
   python run.py --config configs/demo.py                 # about 25 minutes on 2 CPU cores
   python run.py --config configs/demo.py:quick           # the same path in a few minutes (CI)
   python run.py --config configs/demo.py --config.rebuild=True   # redo everything instead of reusing workdir
+  python run.py --config configs/demo.py:unseen_generator        # after it: the model on another generator's clips
 
 Procedural dataset -> autoencoder stage -> frame stage -> motion stage (configs/vae.py, frame.py, motion.py) ->
 completion of held-out clips longer than the training window (configs/infer.py) -> evaluation (configs/eval.py)
@@ -42,6 +43,12 @@ def _full() -> ml_collections.ConfigDict:
   c.data.procedural.pulse = False            # constant radius
   c.data.procedural.background = 'plain'     # one flat colour per video, never near white
   c.data.procedural.second_sprite_prob = 0.0
+  # Diversity knobs (issue 30; pixels only, off = today's build): 'analytic' | 'polygon' | 'mixed' sprite edges,
+  # a light ramp up to `shading`, per-video colour gain/offset `colour_jitter`, JPEG quality range ((0, 0): none).
+  c.data.procedural.renderer = 'analytic'
+  c.data.procedural.shading = 0.0
+  c.data.procedural.colour_jitter = 0.0
+  c.data.procedural.jpeg_quality = (0, 0)
 
   c.model = ml_collections.ConfigDict()   # the trainer's `model` block (tgvac_jax/train/config.py)
   c.model.unet_channels = (32, 64)
@@ -89,6 +96,22 @@ def _full() -> ml_collections.ConfigDict:
   c.unseen.size = 128
   c.unseen.clip_len = 30
   c.unseen.stride = 4            # temporal diffusion stride (2 costs 1.7x the time and scored the same above)
+
+  # Clips of data_prep/holdout_clips.py, a second generator sharing no code with the training data's: the model as a
+  # user runs it (the README's inference command, the sampler above) beside the non-learned rows. Never trained on,
+  # never used to choose a setting. The clips and the non-learned rows do not depend on the model: `root` lets
+  # another workdir share them ('' -> workdir/unseen_generator).
+  c.unseen_generator = ml_collections.ConfigDict()
+  c.unseen_generator.families = ('task', 'full')   # the demo's task (flat, plain, its shapes); textured and turning
+  c.unseen_generator.clips = 24                    # per family
+  c.unseen_generator.seed = 0
+  c.unseen_generator.size = 128
+  c.unseen_generator.frames = 30
+  c.unseen_generator.stride = 4
+  c.unseen_generator.baselines = ('visible only', 'temporal propagation (non-learned)')
+  c.unseen_generator.root = ''
+
+  c.parts = ('ablation', 'unseen', 'unseen_generator')   # what runs after training (tgvac_jax/demo.py, steps 4-6)
   return c
 
 
@@ -110,7 +133,11 @@ def get_config(arg=None):
     c.unseen.size = 64
     c.unseen.clip_len = 10
     c.unseen.stride = 2
+    c.unseen_generator.update(clips=1, size=32, frames=8, stride=2, baselines=('visible only',))
+    return c
+  if arg == 'unseen_generator':   # after the demo: its model on the second generator's clips alone (reuses workdir)
+    c.parts = ('unseen_generator',)
     return c
   if arg:
-    raise ValueError(f"configs/demo.py: unknown variant {arg!r} (known: 'quick')")
+    raise ValueError(f"configs/demo.py: unknown variant {arg!r} (known: 'quick', 'unseen_generator')")
   return c

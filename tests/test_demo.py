@@ -1,6 +1,7 @@
 """The README's first command, shrunk (`configs/demo.py:quick`): run.py -> data_prep -> the three training stages
--> inference -> evaluation -> ablation table, GIFs and an unseen DAVIS-style folder, all on disk; a rerun reuses
-every stage and, with the motion stage and the evaluation redone, prints the same table (determinism)."""
+-> inference -> evaluation -> ablation table, GIFs, an unseen DAVIS-style folder and the second generator's clips
+(data_prep/holdout_clips.py), all on disk; a rerun reuses every stage and, with the motion stage and the evaluation
+redone, prints the same table (determinism)."""
 
 import json
 import os
@@ -38,11 +39,13 @@ def test_build_procedural_passes_the_knobs(tmp_path, monkeypatch):
   monkeypatch.setattr(demo, 'build', lambda source, *a, **k: built.append(source) or types.SimpleNamespace(
       dataset_dir='ds', num_examples={}))
   c = demo_config.get_config('quick')
-  c.data.procedural.update(shapes=('ring', 'heart'), spin=False, pulse=True, background='plain', second_sprite_prob=0.0)
+  c.data.procedural.update(shapes=('ring', 'heart'), spin=False, pulse=True, background='plain', second_sprite_prob=0.0,
+                           renderer='mixed', jpeg_quality=(60, 90))
   assert demo.build_procedural(c, tmp_path, seed=1, num_videos=4, size=16, clip_len=4, clips_per_track=1) == 'ds'
   d = built[0].describe()
   assert (d['shapes'], d['spin'], d['background'], d['second_sprite_prob']) == (['heart', 'ring'], False, 'plain', 0)
-  assert 'pulse' not in d and 'colours' not in d
+  assert (d['renderer'], d['jpeg_quality']) == ('mixed', [60, 90])
+  assert 'pulse' not in d and 'colours' not in d and 'shading' not in d
 
 
 def _run(*args):
@@ -79,7 +82,32 @@ def test_quick_demo_writes_every_artifact(quick):
   unseen = next((workdir / 'unseen').glob('*/completions'))
   seqs = [p for p in unseen.iterdir() if p.is_dir()]
   assert seqs and all(len(list((s / 'amodal_mask').glob('*.png'))) == 10 for s in seqs)
+  generator = json.loads((ablation / 'unseen_generator.json').read_text())
+  assert list(generator) == ['task', 'full']
+  for rows in generator.values():
+    assert list(rows) == ['visible only', 'TGVAC demo model (motion stage, stride 2)']
+    assert rows['visible only']['splits']['all']['iou_occ_c2f'] == 0, 'the visible mask completes nothing'
+    assert all(r['splits']['all']['videos'] == 1 for r in rows.values())
+  md = (ablation / 'unseen_generator.md').read_text()
+  assert md in res.stdout and 'data_prep/holdout_clips.py' in md
+  roots = sorted(p.name for p in (workdir / 'unseen_generator').glob('*_seed0_32x8'))
+  assert roots == ['full_seed0_32x8', 'task_seed0_32x8']
   assert not list(workdir.rglob('.*.tmp-*')), 'no half-written folder is left'
+
+
+def test_unknown_part_is_one_error_before_anything_is_written(tmp_path):
+  from configs import demo as demo_config
+  from tgvac_jax import demo
+  c = demo_config.get_config('quick')
+  c.workdir = str(tmp_path / 'demo')
+  c.parts = ('ablation', 'table5')
+  with pytest.raises(ValueError, match="parts=.*unknown 'table5'"):
+    demo.run(c)
+  c.parts = ('unseen_generator',)
+  c.unseen_generator.families = ('task', 'fishbowl')
+  with pytest.raises(ValueError, match="unseen_generator.families=.*unknown 'fishbowl'"):
+    demo.run(c)
+  assert not (tmp_path / 'demo').exists()
 
 
 def test_rerun_reuses_and_repeats_the_table(quick):

@@ -8,7 +8,10 @@ Every step is a job users run, with a config derived from its own config file:
   3. configs/infer.py completes the held-out clips (longer than the training window) once per learned row,
      tgvac_jax.eval.baselines writes the non-learned rows, configs/eval.py scores every row;
   4. `workdir/ablation/`: table.md / table.json (the rows side by side) and GIFs;
-  5. clips of another size and length, never seen, as a DAVIS-style folder: configs/infer.py, configs/eval.py.
+  5. clips of another size and length, never seen, as a DAVIS-style folder: configs/infer.py, configs/eval.py;
+  6. the "unseen generator" rows: the same two jobs on clips of data_prep/holdout_clips.py, a generator that shares
+     no code with the training data's, beside the non-learned rows (never trained on, never used to choose a setting).
+`parts` picks which of 4-6 run: `configs/demo.py:unseen_generator` scores an existing workdir's model on 6 alone.
 A rerun reuses every finished part (a stage whose settings and inputs are unchanged, built datasets, completed
 sequences) and says so; `rebuild=True` starts over.
 """
@@ -32,6 +35,7 @@ from configs import frame as frame_config
 from configs import infer as infer_config
 from configs import motion as motion_config
 from configs import vae as vae_config
+from data_prep import holdout_clips
 from data_prep.builder import build
 from data_prep.occlusion import SynthConfig
 from data_prep.sources.procedural import ProceduralSource
@@ -267,9 +271,57 @@ def ablation_gifs(root: Path, names: list[str], predictions: dict[str, Path], ou
   (out / 'panels.txt').write_text('input | visible mask | ' + ' | '.join(predictions) + ' | ground truth\n')
 
 
+def unseen_generator(c, motion_model: Path, key: str, workdir: Path) -> tuple[dict, str]:
+  """The README's inference command and configs/eval.py on both families of data_prep/holdout_clips.py, beside
+  visible-only and temporal propagation; ({family: {row: summary}}, markdown). The clips and the non-learned rows
+  live under `unseen_generator.root` (they do not depend on the model, so other workdirs may share them), the
+  model's completions under this workdir's model and sampler fingerprint."""
+  g = c.unseen_generator
+  shared = Path(g.root).absolute() if g.root else workdir / 'unseen_generator'
+  ukey = _fingerprint(key, g.to_dict())
+  learned = f'TGVAC demo model (motion stage, stride {g.stride})'
+  results, parts = {}, []
+  for family in g.families:
+    root = holdout_clips.write_root(shared / f'{family}_seed{g.seed}_{g.size}x{g.frames}', family, g.clips, g.seed,
+                                    g.size, g.frames)
+    names = amodal_root.sequences(root)
+    rows = {}
+    for name in g.baselines:
+      rowdir = root.parent / f'{root.name}_{_slug(name)}'
+      write_baseline(root, names, rowdir / 'predictions', BASELINES[name])
+      rows[name] = _score(root, rowdir / 'predictions', rowdir, name)
+    pred = workdir / 'unseen_generator' / ukey / family / 'completions'
+    _infer(c, str(motion_model), root, pred, window=c.sample.window_length, stride=g.stride)
+    rows[learned] = _score(root, pred, pred.parent, learned)
+    results[family] = rows
+    some = next(iter(rows.values()))['splits']['all']
+    parts.append(ablation_table(rows, f'## Unseen generator, {family} family: {some["videos"]} clips of {g.frames} '
+                                      f'frames at {g.size}² ({root})').replace('## ', '### ', 1))
+  head = ['## The demo\'s model on clips of another generator (data_prep/holdout_clips.py, seed '
+          f'{g.seed}; never trained on, never used to choose a setting)', '',
+          '| family | ' + ' | '.join(next(iter(results.values()))) + ' |', '|---' * (1 + len(rows)) + '|']
+  for family, rows in results.items():
+    cells = [f"{100 * r['splits']['all']['iou_occ_occluded']:.1f} / {100 * r['splits']['all']['iou_c2f']:.1f}"
+             for r in rows.values()]
+    head.append(f'| {family} | ' + ' | '.join(cells) + ' |')
+  head += ['', 'Each cell: occluded mIoU on occluded frames / amodal mIoU over all frames, ×100.', '']
+  return results, '\n'.join(head) + '\n' + '\n'.join(parts)
+
+
 # ------------------------------------------------------------------------------------------- the job
 
+PARTS = ('ablation', 'unseen', 'unseen_generator')
+BASELINES = {'visible only': baselines.visible_only,
+             'temporal propagation (non-learned)': baselines.temporal_propagation}
+
+
 def run(c) -> None:
+  for knob, value, allowed in (('parts', c.parts, PARTS), ('unseen_generator.baselines', c.unseen_generator.baselines,
+                                                            tuple(BASELINES)),
+                               ('unseen_generator.families', c.unseen_generator.families, holdout_clips.FAMILIES)):
+    bad = [v for v in value if v not in allowed]
+    if bad:
+      raise ValueError(f'{knob}={tuple(value)!r}: unknown {bad[0]!r}; allowed: a subset of {allowed}')
   clock = Clock()
   workdir = Path(c.workdir).absolute()
   if c.rebuild and workdir.exists():
@@ -297,57 +349,74 @@ def run(c) -> None:
 
   # the held-out clips as an amodal root, and every row's predictions under eval/<model and sampler fingerprint>/
   key = _fingerprint(fp, c.sample.to_dict(), c.eval.to_dict())
-  evaldir = workdir / 'eval' / key
-  gt_root = eval_job.export_split(dataset, 'validation', evaldir / 'ground_truth', c.eval.max_videos)
-  names = amodal_root.sequences(gt_root)
-  no_text = evaldir / 'captions_no_text.json'
-  if not no_text.is_file():
-    no_text.write_text(json.dumps({n: '' for n in names}) + '\n')
-  results, predictions = {}, {}
-  for name, how in ablation_rows(c, frame_model, motion_model):
-    rowdir = evaldir / _slug(name)
-    pred = rowdir / 'predictions'
-    reused = pred.is_dir() and sorted(p.name for p in pred.iterdir() if p.is_dir()) == names
-    if 'baseline' in how:
-      write_baseline(gt_root, names, pred, how['baseline'])
-    else:
-      _infer(c, str(how['model']), gt_root, pred, window=how['window'], stride=how['stride'],
-             captions=str(no_text) if how.get('no_text') else '')
-    logging.info('[demo] row %r: predictions %s', name, 'reused' if reused else 'written')
-    results[name] = _score(gt_root, pred, rowdir, name)
-    predictions[name] = pred
-    clock.done(f'row {name}')
-
   ablation = workdir / 'ablation'
-  header = (f'## Ablation on {len(names)} held-out clips of {c.data.clip_len} frames at {c.data.size}² '
-            f'(motion window {c.sample.window_length}, {c.sample.steps} DDIM steps, guidance '
-            f'{c.sample.guidance_scale}, seed {c.seed})')
-  table = ablation_table(results, header)
+  printed = []
+  if 'ablation' in c.parts:
+    evaldir = workdir / 'eval' / key
+    gt_root = eval_job.export_split(dataset, 'validation', evaldir / 'ground_truth', c.eval.max_videos)
+    names = amodal_root.sequences(gt_root)
+    no_text = evaldir / 'captions_no_text.json'
+    if not no_text.is_file():
+      no_text.write_text(json.dumps({n: '' for n in names}) + '\n')
+    results, predictions = {}, {}
+    for name, how in ablation_rows(c, frame_model, motion_model):
+      rowdir = evaldir / _slug(name)
+      pred = rowdir / 'predictions'
+      reused = pred.is_dir() and sorted(p.name for p in pred.iterdir() if p.is_dir()) == names
+      if 'baseline' in how:
+        write_baseline(gt_root, names, pred, how['baseline'])
+      else:
+        _infer(c, str(how['model']), gt_root, pred, window=how['window'], stride=how['stride'],
+               captions=str(no_text) if how.get('no_text') else '')
+      logging.info('[demo] row %r: predictions %s', name, 'reused' if reused else 'written')
+      results[name] = _score(gt_root, pred, rowdir, name)
+      predictions[name] = pred
+      clock.done(f'row {name}')
 
-  def write(tmp: Path) -> None:
-    (tmp / 'table.md').write_text(table)
-    (tmp / 'table.json').write_text(json.dumps(results, indent=1) + '\n')
-    ablation_gifs(gt_root, names[:c.eval.gif_videos], predictions, tmp / 'gifs')
-  atomic_folder(ablation, write)
-  clock.done('ablation table and GIFs')
+    header = (f'## Ablation on {len(names)} held-out clips of {c.data.clip_len} frames at {c.data.size}² '
+              f'(motion window {c.sample.window_length}, {c.sample.steps} DDIM steps, guidance '
+              f'{c.sample.guidance_scale}, seed {c.seed})')
+    table = ablation_table(results, header)
 
-  # clips it never saw, of another size and length, through configs/infer.py and configs/eval.py as users run them
-  u = c.unseen
-  unseen_data = build_procedural(c, workdir / 'unseen_data', seed=c.seed + 1000, num_videos=u.num_videos,
-                                 size=u.size, clip_len=u.clip_len, clips_per_track=1)
-  unseen_root = eval_job.export_split(unseen_data, 'train', workdir / 'unseen' / 'davis', 0)
-  ukey = _fingerprint(key, u.to_dict())
-  unseen_pred = workdir / 'unseen' / ukey / 'completions'
-  _infer(c, str(motion_model), unseen_root, unseen_pred, window=c.sample.window_length, stride=u.stride)
-  unseen = _score(unseen_root, unseen_pred, workdir / 'unseen' / ukey, 'TGVAC demo model')
-  unseen_table = ablation_table({f'motion stage, stride {u.stride}': unseen},
-                                f'## Unseen DAVIS-style clips: {u.size}², {u.clip_len} frames ({unseen_root})')
-  (ablation / 'unseen.md').write_text(unseen_table)
-  clock.done('unseen clips')
+    def write(tmp: Path) -> None:
+      (tmp / 'table.md').write_text(table)
+      (tmp / 'table.json').write_text(json.dumps(results, indent=1) + '\n')
+      ablation_gifs(gt_root, names[:c.eval.gif_videos], predictions, tmp / 'gifs')
+    atomic_folder(ablation, write)
+    clock.done('ablation table and GIFs')
+    printed.append(table)
 
-  (ablation / 'timings.json').write_text(json.dumps({'seconds': clock.parts,
-                                                     'total_seconds': round(time.time() - clock.t0, 1)}) + '\n')
-  print(table)
-  print(unseen_table)
+  if 'unseen' in c.parts:
+    # clips it never saw, of another size and length, through configs/infer.py and configs/eval.py as users run them
+    u = c.unseen
+    unseen_data = build_procedural(c, workdir / 'unseen_data', seed=c.seed + 1000, num_videos=u.num_videos,
+                                   size=u.size, clip_len=u.clip_len, clips_per_track=1)
+    unseen_root = eval_job.export_split(unseen_data, 'train', workdir / 'unseen' / 'davis', 0)
+    ukey = _fingerprint(key, u.to_dict())
+    unseen_pred = workdir / 'unseen' / ukey / 'completions'
+    _infer(c, str(motion_model), unseen_root, unseen_pred, window=c.sample.window_length, stride=u.stride)
+    unseen = _score(unseen_root, unseen_pred, workdir / 'unseen' / ukey, 'TGVAC demo model')
+    unseen_table = ablation_table({f'motion stage, stride {u.stride}': unseen},
+                                  f'## Unseen DAVIS-style clips: {u.size}², {u.clip_len} frames ({unseen_root})')
+    ablation.mkdir(parents=True, exist_ok=True)
+    (ablation / 'unseen.md').write_text(unseen_table)
+    clock.done('unseen clips')
+    printed.append(unseen_table)
+
+  if 'unseen_generator' in c.parts:
+    generator, generator_md = unseen_generator(c, motion_model, key, workdir)
+    ablation.mkdir(parents=True, exist_ok=True)
+    (ablation / 'unseen_generator.md').write_text(generator_md)
+    (ablation / 'unseen_generator.json').write_text(json.dumps(generator, indent=1) + '\n')
+    clock.done('unseen generator')
+    printed.append(generator_md)
+
+  # the full demo's timings; a run of some parts alone keeps its own
+  timings = 'timings.json' if 'ablation' in c.parts else f"timings_{'_'.join(c.parts)}.json"
+  ablation.mkdir(parents=True, exist_ok=True)
+  (ablation / timings).write_text(json.dumps({'seconds': clock.parts,
+                                              'total_seconds': round(time.time() - clock.t0, 1)}) + '\n')
+  for part in printed:
+    print(part)
   print(f'pipeline checkpoint: {motion_model}\nablation: {ablation}\n'
         f'total wall time: {time.time() - clock.t0:.0f}s  {json.dumps(clock.parts)}')
