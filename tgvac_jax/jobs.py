@@ -10,6 +10,7 @@ JOBS = {
     'cache_latents': 'tgvac_jax.train.job',        # configs/cache_latents.py
     'infer': 'tgvac_jax.infer.job',                # configs/infer.py
     'eval': 'tgvac_jax.eval.job',                  # configs/eval.py
+    'compile': 'tgvac_jax.compile.job',            # configs/compile.py
     'app': 'tgvac_jax.app.job',                    # configs/app.py
 }
 

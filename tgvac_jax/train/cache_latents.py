@@ -197,6 +197,12 @@ def _pixel_source(config, split: str):
   return data_source(config.data.dataset, split), False
 
 
+def encode_program(vae_def: nnx.GraphDef, te_def: nnx.GraphDef):
+  """The cache's one program: ((vae, text encoder) weights, pixel batch) -> `encode_batch` latents, jitted."""
+  return jax.jit(lambda frozen, batch: encode_batch(nnx.merge(vae_def, frozen[0]), nnx.merge(te_def, frozen[1]),
+                                                    batch))
+
+
 class Encoder:
   """The frozen VAE and text encoder of the run, replicated on this process's devices; `__call__` encodes one
   pixel batch (padded to a fixed size, so one compile serves every batch) and returns numpy latents."""
@@ -208,8 +214,7 @@ class Encoder:
     models = stages.build_models(config, self.mesh, configs, vocab_size)
     (self.vae_def, vae), (self.te_def, te) = nnx.split(models['vae']), nnx.split(models['text_encoder'])
     self.frozen = (vae, te)
-    self._fn = jax.jit(lambda frozen, batch: encode_batch(nnx.merge(self.vae_def, frozen[0]),
-                                                          nnx.merge(self.te_def, frozen[1]), batch))
+    self._fn = encode_program(self.vae_def, self.te_def)
 
   def __call__(self, batch: dict) -> dict[str, np.ndarray]:
     n = len(batch['input_ids'])

@@ -222,8 +222,10 @@ def _sharded_from_file(module: nnx.Module, path: Path, shardings, skip: type | N
 
 
 def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
-                 motion_init: Callable[[nnx.Module], None] | None = None) -> dict[str, nnx.Module]:
-  """The stage's models, every weight a sharded jax.Array (see the module docstring)."""
+                 motion_init: Callable[[nnx.Module], None] | None = None, *, abstract: bool = False
+                 ) -> dict[str, nnx.Module]:
+  """The stage's models, every weight a sharded jax.Array (see the module docstring). `abstract`: the same
+  modules with shapes only (nothing initialised or read; ahead-of-time compiles, `tgvac_jax/compile/`)."""
   stage = get_stage(config)
   dtype = jnp.dtype(config.compute_dtype)
   shardings = functools.partial(param_shardings, mesh=mesh, min_size=config.mesh.min_shard_size)
@@ -235,7 +237,7 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
     te = dataclasses.replace(te, **_remat(config, 'text_encoder'))
     all_cfgs = {'unet': unet, 'vae': vae, 'text_encoder': te}
     makers = _makers({k: all_cfgs[k] for k in stage.components}, config.seed, dtype)
-    return {name: _jit_init(make, shardings) for name, make in makers.items()}
+    return {name: nnx.eval_shape(make) if abstract else _jit_init(make, shardings) for name, make in makers.items()}
   folder = Path(config.init.checkpoint)
   out = {}
   for name in stage.components:
@@ -246,6 +248,9 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
       overrides['motion'] = _motion_config(config, d)
       fresh = MotionParam if not d.get('motion') else None
     module, _ = ckpt.build(d['_class'], d, dtype=dtype, abstract=True, **overrides)
+    if abstract:
+      out[name] = module
+      continue
     if fresh is not None:  # new motion modules: random (proj_out zero: identity), initialised sharded
       make = lambda d=d, o=overrides: ckpt.build(  # noqa: E731
           d['_class'], d, dtype=dtype, rngs=nnx.Rngs(config.seed), **o)[0]

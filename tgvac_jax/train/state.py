@@ -158,6 +158,35 @@ def setup(config, mesh: jax.sharding.Mesh, motion_init=None) -> Trainee:
   tok_dir, vocab = stages.ensure_tokenizer(config) if stage.name != 'vae' else ('', 0)
 
   models = stages.build_models(config, mesh, configs, vocab, motion_init)
+  empty_ids = text.Tokenize(tok_dir)(['']) if stage.name != 'vae' else None
+  p = step_program(config, mesh, models, empty_ids)
+  del models
+  state = jax.jit(p.init, out_shardings=p.state_shardings)(p.params)
+  return Trainee(config=config, mesh=mesh, stage=stage, state=state, frozen=p.frozen,
+                 state_shardings=p.state_shardings, graphdefs=p.graphdefs, tokenizer_dir=tok_dir, step_fn=p.step_fn,
+                 _jit=p.jitted)
+
+
+@dataclasses.dataclass
+class StepProgram:
+  """The stage's models split into trained params and frozen rest, the pure step, the TrainState `init` and the
+  step jitted with its shardings: what `setup` runs, and what `tgvac_jax/compile/` compiles for other devices on
+  abstract models (then `params` and `frozen` hold ShapeDtypeStructs)."""
+  graphdefs: dict[str, nnx.GraphDef]
+  params: nnx.State
+  frozen: dict[str, nnx.State]
+  init: Any                          # params -> TrainState
+  step_fn: Any                       # step(state, frozen, batch) -> (state, metrics), unjitted
+  state_shardings: Any
+  frozen_shardings: Any
+  jitted: Any
+
+
+def step_program(config, mesh: jax.sharding.Mesh, models: dict[str, nnx.Module],
+                 empty_ids: np.ndarray | None) -> StepProgram:
+  """The train step of `stages.build_models`' models (`empty_ids`: the empty caption's token ids, the
+  unconditional text of classifier-free guidance; None for the vae stage)."""
+  stage = stages.get_stage(config)
   graphdefs, frozen = {}, {}
   params = None
   for name, module in models.items():
@@ -165,13 +194,12 @@ def setup(config, mesh: jax.sharding.Mesh, motion_init=None) -> Trainee:
       graphdefs[name], params, frozen[name] = nnx.split(module, stage.trainable, ...)
     else:
       graphdefs[name], frozen[name] = nnx.split(module)
-  del models
 
   tx, schedule = make_optimizer(config.optim, config.num_steps)
   if stage.name == 'vae':
     loss = vae_loss_fn(config, graphdefs)
   else:
-    loss = diffusion_loss_fn(config, graphdefs, text.Tokenize(tok_dir)(['']))
+    loss = diffusion_loss_fn(config, graphdefs, empty_ids)
   step = make_train_step(loss, tx, schedule, float(config.ema_decay), int(config.optim.grad_accum))
 
   def init(p):
@@ -180,9 +208,9 @@ def setup(config, mesh: jax.sharding.Mesh, motion_init=None) -> Trainee:
                       skipped=jnp.zeros((), jnp.int32))
 
   state_shardings = param_shardings(jax.eval_shape(init, params), mesh, config.mesh.min_shard_size)
-  state = jax.jit(init, out_shardings=state_shardings)(params)
-  frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
+  # the rule `build_models` placed the frozen weights by (the same for abstract models, which carry no sharding)
+  frozen_shardings = param_shardings(frozen, mesh, config.mesh.min_shard_size)
   jitted = jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_sharding(mesh)),
                    out_shardings=(state_shardings, replicated(mesh)), donate_argnums=0)
-  return Trainee(config=config, mesh=mesh, stage=stage, state=state, frozen=frozen, state_shardings=state_shardings,
-                 graphdefs=graphdefs, tokenizer_dir=tok_dir, step_fn=step, _jit=jitted)
+  return StepProgram(graphdefs=graphdefs, params=params, frozen=frozen, init=init, step_fn=step,
+                     state_shardings=state_shardings, frozen_shardings=frozen_shardings, jitted=jitted)
