@@ -19,6 +19,7 @@ Both are read only when a process starts, hence the restart (same pid, arguments
 from __future__ import annotations
 
 import ctypes.util
+import glob
 import importlib.util
 import os
 import platform
@@ -29,6 +30,7 @@ THP_MODE = '/sys/kernel/mm/transparent_hugepage/enabled'
 TCMALLOC = ('tcmalloc_minimal', 'tcmalloc')  # library names, most wanted first
 # Set to 0 to keep the process as started.
 OPT_OUT = 'TGVAC_JAX_TUNE_ALLOCATOR'
+GOOGLE_PCI_VENDOR = '0x1ae0'
 
 
 def _thp_mode() -> str | None:
@@ -41,14 +43,28 @@ def _thp_mode() -> str | None:
   return text[text.find('[') + 1:text.find(']')] if '[' in text else None
 
 
+def _tpu_chips() -> bool:
+  """Whether a TPU chip is on the PCI bus (Google's vendor id, as JAX's own check reads it)."""
+  for vendor in glob.glob('/sys/bus/pci/devices/*/vendor'):
+    try:
+      with open(vendor) as f:
+        if f.read().strip() == GOOGLE_PCI_VENDOR:
+          return True
+    except OSError:
+      pass
+  return False
+
+
 def _cpu_only() -> bool:
-  """Whether JAX will run on CPU: JAX_PLATFORMS says so, or no GPU/TPU plugin is installed (checked without
-  importing JAX, which must not start before the restart)."""
+  """Whether JAX will run on CPU: JAX_PLATFORMS says so, or no GPU plugin is installed and no TPU chip is there for
+  libtpu (installed on CPU hosts too, by the tpu extra, to compile TPU programs: configs/compile.py). Checked without
+  importing JAX, which must not start before the restart."""
   platforms = os.environ.get('JAX_PLATFORMS', '')
   if platforms:
     return platforms == 'cpu'
-  return not any(importlib.util.find_spec(m) for m in ('jax_plugins', 'libtpu', 'jax_cuda12_plugin',
-                                                       'jax_cuda13_plugin'))
+  if any(importlib.util.find_spec(m) for m in ('jax_plugins', 'jax_cuda12_plugin', 'jax_cuda13_plugin')):
+    return False
+  return not (importlib.util.find_spec('libtpu') and _tpu_chips())
 
 
 def tcmalloc() -> str | None:
