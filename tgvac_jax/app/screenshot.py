@@ -112,6 +112,8 @@ def finished_page(driver, url: str, out: Path, *, example: int = 0, caption_text
   time.sleep(2)  # the video's first frame and the gallery images load
   height = driver.execute_script('return document.body.scrollHeight')
   driver.set_window_size(driver.get_window_size()['width'], max(900, height + 100))
+  driver.execute_script('window.scrollTo(0, 0)')
+  time.sleep(1)
   out.parent.mkdir(parents=True, exist_ok=True)
   driver.save_screenshot(str(out))
   return out
