@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from convert.rules import ConversionError
+from convert.verify import Jitted, errors, quiet_libraries, run_cli
 
 REQUIRED = ('unet', 'vae', 'text_encoder')
 COPIED = ('tokenizer', 'scheduler')
@@ -115,45 +116,13 @@ def convert_component(folder: Path, *, in_channels: int | None = None, **kw):
   return cls, module, config
 
 
-def quiet_libraries() -> None:
-  """diffusers/transformers info messages and progress bars off (the CLIs print their own lines)."""
-  for lib in ('transformers', 'diffusers'):
-    try:
-      logging = importlib.import_module(f'{lib}.utils.logging')
-    except ImportError:
-      continue
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-
-
 # --- verification ------------------------------------------------------------------------------------------------
-def _errors(ours, theirs) -> tuple[float, float]:
-  ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-  if ours.shape != theirs.shape:
-    raise ConversionError(f'verify: output shapes differ: ours {ours.shape}, PyTorch {theirs.shape}')
-  diff = ours - theirs
-  return float(np.abs(diff).max()), float(np.linalg.norm(diff) / max(np.linalg.norm(theirs), 1e-30))
-
-
-class _Jitted:
-  """`module(*args)` compiled as one program (op-by-op eager dispatch is far slower for a whole UNet)."""
-
-  def __init__(self, module, nnx):
-    self.config = module.config
-    self._call = nnx.jit(lambda m, *a: m(*a))
-    self._module = module
-
-  def __call__(self, *args):
-    return self._call(self._module, *args)
-
-
 def verify_component(cls: str, folder: Path, module, *, seed: int = 0) -> tuple[float, float]:
   """(max_abs, rel) between PyTorch (`from_pretrained(folder)`, fp32) and our module on the same random input."""
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  from flax import nnx  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
-  module = _Jitted(module, nnx)
+  module = Jitted(module)
   with torch.no_grad():
     if cls == 'AutoencoderKL':
       from diffusers import AutoencoderKL  # pylint: disable=import-outside-toplevel
@@ -194,7 +163,7 @@ def verify_component(cls: str, folder: Path, module, *, seed: int = 0) -> tuple[
       ours = np.asarray(module(jnp.asarray(x.transpose(0, 2, 3, 1))).image_embeds)
     else:
       raise ConversionError(f'verify: no check for {cls}')
-  return _errors(ours, theirs)
+  return errors(ours, theirs)
 
 
 # --- folders ------------------------------------------------------------------------------------------------------
@@ -295,12 +264,8 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   if args.verify:
     quiet_libraries()
-  try:
-    convert_folder(args.src, args.out, in_channels=args.in_channels, verify=args.verify, verify_tol=args.verify_tol)
-  except (SourceError, ConversionError, ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  return 0
+  return run_cli(lambda: convert_folder(args.src, args.out, in_channels=args.in_channels, verify=args.verify,
+                                        verify_tol=args.verify_tol))
 
 
 if __name__ == '__main__':

@@ -1,12 +1,18 @@
 """Our checkpoint -> diffusers / transformers folders that `from_pretrained` loads as is.
 
-    python -m convert.to_diffusers CKPT OUT
+    python -m convert.to_diffusers CKPT OUT [--strict]
 
 CKPT is one of our pipeline checkpoints (component folders next to `tokenizer/ scheduler/`) or a single
 component folder. Each component becomes `config.json` + `diffusion_pytorch_model.safetensors` (diffusers: UNet,
 VAE) or `model.safetensors` (transformers: CLIP); a pipeline's `scheduler/` is written as the DDIMScheduler config
 our sampler follows (SD-1.5's when CKPT has none), other folders are copied as is, and a pipeline gets a
 `model_index.json` listing what is there. Nothing is written on error; OUT is replaced atomically.
+
+A video UNet (with motion modules) checks its export: diffusers' `UNetMotionModel` made from the written `unet/`
+and `motion_adapter/` and our UNet run on one random clip, and the rel between them is printed. Above 1e-4 (a
+model trained with per-frame motion norms: diffusers normalises across frames) it warns in one paragraph, what
+differs, by how much and how to train for a faithful export (`convert.animatediff.check_export`); `--strict`
+makes that an error, with nothing written.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.rules import ConversionError
+from convert.verify import run_cli
 
 # our _class -> (converter module, library, weights file name)
 CLASSES = {
@@ -44,12 +51,14 @@ def _is_component(folder: Path) -> bool:
   return path.is_file() and '_class' in json.loads(path.read_text())
 
 
-def export_component(src: Path, dst: Path, motion_dst: Path | None = None) -> tuple[str, str]:
+def export_component(src: Path, dst: Path, motion_dst: Path | None = None, *, strict: bool = False,
+                     log=print) -> tuple[str, str]:
   """Writes one of our component folders as a diffusers/transformers folder; returns (library, class).
 
   A UNet with motion modules becomes a `UNet2DConditionModel` (its spatial weights) plus a diffusers
   `MotionAdapter` folder at `motion_dst` (default `dst/motion_adapter`), the pair `UNetMotionModel.from_unet2d`
-  and `AnimateDiffPipeline` take."""
+  and `AnimateDiffPipeline` take; both are loaded back as diffusers users do and checked against ours
+  (`check_export`: a warning, or with `strict` an error)."""
   import safetensors.numpy  # pylint: disable=import-outside-toplevel
   from tgvac_jax.models import checkpoint  # pylint: disable=import-outside-toplevel
   cls = checkpoint.read_config(src)['_class']
@@ -67,8 +76,15 @@ def export_component(src: Path, dst: Path, motion_dst: Path | None = None) -> tu
     config = {**config, 'dtype': TORCH_DTYPE, 'transformers_version': _version('transformers')}
   (dst / 'config.json').write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
   if getattr(module.config, 'motion', None) is not None:
-    from convert.animatediff import save_motion_adapter  # pylint: disable=import-outside-toplevel
-    save_motion_adapter(module, str(motion_dst or dst / 'motion_adapter'))
+    from diffusers import MotionAdapter, UNet2DConditionModel  # pylint: disable=import-outside-toplevel
+
+    from convert.animatediff import check_export, save_motion_adapter  # pylint: disable=import-outside-toplevel
+    from convert.verify import quiet_libraries  # pylint: disable=import-outside-toplevel
+    motion_dst = motion_dst or dst / 'motion_adapter'
+    save_motion_adapter(module, str(motion_dst))
+    quiet_libraries()
+    check_export(module, UNet2DConditionModel.from_pretrained(str(dst)).eval(),
+                 MotionAdapter.from_pretrained(str(motion_dst)).eval(), strict=strict, log=log)
   return lib, cls
 
 
@@ -91,7 +107,7 @@ def write_scheduler(folder: Path, scheduler) -> None:
   (folder / scheduler_config.CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
 
 
-def export_folder(ckpt: str | Path, out: str | Path, *, log=print) -> None:
+def export_folder(ckpt: str | Path, out: str | Path, *, strict: bool = False, log=print) -> None:
   from tgvac_jax import files  # pylint: disable=import-outside-toplevel
   from tgvac_jax.diffusion import scheduler_config  # pylint: disable=import-outside-toplevel
   from tgvac_jax.models import checkpoint  # pylint: disable=import-outside-toplevel
@@ -99,7 +115,7 @@ def export_folder(ckpt: str | Path, out: str | Path, *, log=print) -> None:
   if not ckpt.is_dir():
     raise checkpoint.CheckpointError(f'{ckpt}: not a folder')
   if _is_component(ckpt):
-    files.atomic_folder(out, lambda tmp: export_component(ckpt, tmp))
+    files.atomic_folder(out, lambda tmp: export_component(ckpt, tmp, strict=strict, log=log))
     log(f'wrote {out}')
     return
   subdirs = [p for p in sorted(ckpt.iterdir()) if p.is_dir() and not p.name.startswith('.')]
@@ -116,7 +132,7 @@ def export_folder(ckpt: str | Path, out: str | Path, *, log=print) -> None:
     entries = {}
     for p in subdirs:
       if p in components:
-        lib, cls = export_component(p, tmp / p.name, motion_dst=tmp / 'motion_adapter')
+        lib, cls = export_component(p, tmp / p.name, motion_dst=tmp / 'motion_adapter', strict=strict, log=log)
         entries[p.name] = [lib, cls]
         log(f'exported {p.name} ({cls})')
       elif p.name != scheduler_config.SCHEDULER_DIR:
@@ -132,13 +148,10 @@ def main(argv: list[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog='python -m convert.to_diffusers', description=__doc__.split('\n\n')[0])
   p.add_argument('ckpt', help='our checkpoint (pipeline or component folder)')
   p.add_argument('out', help='diffusers/transformers folder to write (atomically)')
+  p.add_argument('--strict', action='store_true',
+                 help='a video UNet whose export differs from ours by rel > 1e-4 is an error (nothing written)')
   args = p.parse_args(argv)
-  try:
-    export_folder(args.ckpt, args.out)
-  except (ConversionError, ValueError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  return 0
+  return run_cli(lambda: export_folder(args.ckpt, args.out, strict=args.strict))
 
 
 if __name__ == '__main__':

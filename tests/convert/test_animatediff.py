@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -142,3 +143,257 @@ def test_incomplete_or_foreign_checkpoints_are_refused(video_unet):
   frame = nnx.eval_shape(lambda: UNet2DConditionModel(UNetConfig.from_dict(UNET_CFG), rngs=nnx.Rngs(0)))
   with pytest.raises(ConversionError, match='no motion modules'):
     load_motion_state(frame, sd)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command line: `python -m convert.animatediff in|out`, the video export check of `convert.to_diffusers`, and a
+# one-window completion sampled in diffusers from the export.
+
+def _rel_of(text: str, prefix: str) -> float:
+  """The `rel=` figure of the line starting with `prefix`."""
+  line = next(line for line in text.splitlines() if line.startswith(prefix))
+  return float(line.split('rel=')[1].split()[0])
+
+
+def _safetensors(folder) -> dict[str, np.ndarray]:
+  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  return load_file(str(folder / 'diffusion_pytorch_model.safetensors'))
+
+
+@pytest.fixture(scope='module')
+def frame_pipeline(tmp_path_factory):
+  """(our 12-channel frame pipeline converted from a tiny random SD folder, a random MotionAdapter folder that fits
+  its UNet, the same weights as an original AnimateDiff .ckpt)."""
+  import sys  # pylint: disable=import-outside-toplevel
+  from pathlib import Path  # pylint: disable=import-outside-toplevel
+  sys.path.insert(0, str(Path(__file__).resolve().parent))
+  import tiny_sd  # pylint: disable=import-outside-toplevel
+  from convert import from_diffusers  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp('animatediff_cli')
+  sd = tiny_sd.write_sd_folder(root / 'sd')
+  assert from_diffusers.main([str(sd), str(root / 'ours'), '--in-channels', '12']) == 0
+  a = adapter(seed=11)
+  a.save_pretrained(root / 'adapter')
+  torch.save({'state_dict': to_animatediff(a.state_dict())}, root / 'mm.ckpt')
+  return root / 'ours', root / 'adapter', root / 'mm.ckpt'
+
+
+@pytest.fixture(scope='module')
+def video_pipelines(frame_pipeline, tmp_path_factory):
+  """{'per_frame': our video pipeline from the MotionAdapter as imported, 'across': the same weights with
+  --norm across-frames}, and the stdout of the per-frame import (with --verify)."""
+  from convert import animatediff  # pylint: disable=import-outside-toplevel
+  ours, adapter_dir, _ = frame_pipeline
+  root = tmp_path_factory.mktemp('video')
+  lines = []
+  assert animatediff.inflate(ours, str(adapter_dir), root / 'per_frame', verify=True, log=lines.append).rel <= 1e-5
+  animatediff.inflate(ours, str(adapter_dir), root / 'across', norm='across-frames', log=lines.append)
+  return {'per_frame': root / 'per_frame', 'across': root / 'across'}, '\n'.join(lines)
+
+
+def test_cli_round_trip_bit_exact_and_per_frame_warning(frame_pipeline, video_pipelines, tmp_path, capsys):
+  """adapter in -> our video checkpoint -> adapter out gives back every tensor bit for bit; the original .ckpt of
+  the same weights gives the same checkpoint; a per-frame model's export warns with its measured rel."""
+  from convert import animatediff  # pylint: disable=import-outside-toplevel
+  ours, adapter_dir, ckpt = frame_pipeline
+  videos, imported = video_pipelines
+  assert 'motion norm: per frame (a MotionAdapter that does not record its norm' in imported
+  assert _rel_of(imported, 'verify unet') <= 1e-5  # against diffusers with per-frame GroupNorms put in
+  video = videos['per_frame']
+  assert json.loads((video / 'unet' / 'config.json').read_text())['motion']['norm_across_frames'] is False
+  for name in ('vae', 'text_encoder', 'tokenizer', 'scheduler'):  # the other components are copied as they are
+    for f in (ours / name).iterdir():
+      assert (video / name / f.name).read_bytes() == f.read_bytes(), f
+
+  assert animatediff.main(['in', str(ours), str(ckpt), str(tmp_path / 'from_ckpt'), '--heads', '4',
+                           '--norm-groups', '8']) == 0
+  assert 'original AnimateDiff checkpoint: its code normalises per frame' in capsys.readouterr().out
+  assert (tmp_path / 'from_ckpt' / 'unet' / 'model.safetensors').read_bytes() == \
+      (video / 'unet' / 'model.safetensors').read_bytes()
+
+  assert animatediff.main(['out', str(video), str(tmp_path / 'out')]) == 0
+  out = capsys.readouterr().out
+  rel = _rel_of(out, 'check motion export')
+  assert rel > 1e-3, rel  # diffusers normalises across frames: a different function
+  warning = next(line for line in out.splitlines() if line.startswith('warning:'))
+  assert f'differ by rel {rel:.3g}' in warning and 'normalise per frame' in warning
+  assert 'model.motion_norm_across_frames=True' in warning and 'init.motion_norm_across_frames=True' in warning
+  src, back = _safetensors(adapter_dir), _safetensors(tmp_path / 'out')
+  assert sorted(src) == sorted(back)
+  for k in src:
+    assert src[k].dtype == back[k].dtype and src[k].tobytes() == back[k].tobytes(), k
+  want = json.loads((adapter_dir / 'config.json').read_text())
+  got = json.loads((tmp_path / 'out' / 'config.json').read_text())
+  assert {k: got[k] for k in ADAPTER_CFG} == {k: list(v) if isinstance(v, tuple) else v for k, v in
+                                               {k: want[k] for k in ADAPTER_CFG}.items()}
+  # what it exported says per frame, and reads back as such
+  assert animatediff.read_adapter(str(tmp_path / 'out')).why.startswith('recorded in out')
+
+
+@pytest.fixture(scope='module')
+def exported_across(video_pipelines, tmp_path_factory):
+  """(`convert.to_diffusers` of the across-frames video pipeline, what it printed)."""
+  from convert import to_diffusers  # pylint: disable=import-outside-toplevel
+  videos, _ = video_pipelines
+  out, lines = tmp_path_factory.mktemp('exported') / 'across', []
+  to_diffusers.export_folder(videos['across'], out, log=lines.append)
+  return out, '\n'.join(lines)
+
+
+def test_across_frames_export_is_faithful(video_pipelines, exported_across, tmp_path, capsys):
+  """An across-frames video checkpoint exports (convert.to_diffusers) with rel <= 1e-5 and no warning; the
+  exported adapter reads back as across frames; --strict refuses a per-frame model and writes nothing."""
+  from convert import animatediff, to_diffusers  # pylint: disable=import-outside-toplevel
+  videos, _ = video_pipelines
+  exported, out = exported_across
+  assert _rel_of(out, 'check motion export') <= 1e-5 and 'warning' not in out
+  assert sorted(p.name for p in exported.iterdir()) == [
+      'model_index.json', 'motion_adapter', 'scheduler', 'text_encoder', 'tokenizer', 'unet', 'vae']
+  assert animatediff.read_adapter(str(exported / 'motion_adapter')).norm_across_frames
+  for cli, args in ((to_diffusers, []), (animatediff, ['out'])):
+    assert cli.main(args + [str(videos['per_frame']), str(tmp_path / 'strict'), '--strict']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: --strict: the exported motion model is not the trained one') and '\n' not in err
+    assert 'Nothing was written' in err
+    assert not (tmp_path / 'strict').exists() and not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
+
+
+def one_window_iou(ours_folder, exported, *, size: int, steps: int = 4, guidance: float = 2.0, n: int = 12) -> float:
+  """One n-frame window completed by our sampler (AmodalCompleter on `ours_folder`) and by diffusers
+  (DDIMScheduler from the exported scheduler/, UNetMotionModel from the exported unet/ + motion_adapter/, the
+  exported VAE and text encoder, classifier-free guidance written out here) from the same initial noise, frames,
+  visible masks and caption: the IoU of their amodal masks. The mask threshold sits at the median darkness of our
+  output, so the masks are neither empty nor full for a random model."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from transformers import CLIPTextModel  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.diffusion.ddim import DDIMConfig  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.infer.complete import (AmodalCompleter, CompletionConfig, amodal_mask,  # pylint: disable=C0415
+                                        mask_image)
+  seed, caption = 3, 'a cat'
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (n, size, size, 3), np.uint8)
+  visible = np.zeros((n, size, size), bool)
+  for i in range(n):  # a box moving right
+    visible[i, size // 4:3 * size // 4, i * size // (2 * n):i * size // (2 * n) + size // 3] = True
+  sampler = TemporalSamplerConfig(window_length=n, stride=4, guidance_scale=guidance,
+                                  ddim=DDIMConfig(num_inference_steps=steps))
+  completer = AmodalCompleter.from_pretrained(ours_folder, CompletionConfig(sampler=sampler))
+  ours = completer(frames, visible, caption, seed=seed).rgb
+
+  text = CLIPTextModel.from_pretrained(str(exported / 'text_encoder')).eval()
+  vae = diffusers.AutoencoderKL.from_pretrained(str(exported / 'vae')).eval()
+  unet = diffusers.UNetMotionModel.from_unet2d(
+      diffusers.UNet2DConditionModel.from_pretrained(str(exported / 'unet')),
+      diffusers.MotionAdapter.from_pretrained(str(exported / 'motion_adapter'))).eval()
+  scheduler = diffusers.DDIMScheduler.from_pretrained(str(exported / 'scheduler'))
+  scheduler.set_timesteps(steps)
+  sf, lat, f = vae.config.scaling_factor, vae.config.latent_channels, 2 ** (len(vae.config.block_out_channels) - 1)
+  key = jax.vmap(jax.random.key)(jnp.asarray([seed], jnp.uint32))[0]  # the completer's noise for this seed
+  z = torch.from_numpy(np.asarray(jax.random.normal(key, (n, size // f, size // f, lat)))).permute(0, 3, 1, 2)
+  with torch.inference_mode():
+    ids = [torch.from_numpy(completer.tokenize([c]).astype(np.int64)) for c in ('', caption)]
+    context = torch.cat([text(i).last_hidden_state.repeat(n, 1, 1) for i in ids])  # (2 n, 77, D): uncond, cond
+    images = [torch.from_numpy(frames).permute(0, 3, 1, 2).float() * (2 / 255) - 1,
+              torch.from_numpy(np.asarray(mask_image(visible))).permute(0, 3, 1, 2)]
+    cond = torch.cat([vae.encode(x).latent_dist.mode() * sf for x in images], 1).permute(1, 0, 2, 3)[None]
+    for t in scheduler.timesteps:
+      video = z.permute(1, 0, 2, 3)[None]  # (1, C, F, h, w)
+      both = torch.cat([torch.cat([video, torch.zeros_like(cond)], 1), torch.cat([video, cond], 1)])
+      out = unet(both, t, context).sample
+      out = out[0] + guidance * (out[1] - out[0])
+      z = scheduler.step(out.permute(1, 0, 2, 3), t, z).prev_sample
+    theirs = vae.decode(z / sf).sample.permute(0, 2, 3, 1).numpy()
+  theirs = np.clip(np.round((theirs + 1) * 127.5), 0, 255).astype(np.uint8)
+  darkness = (1 - ours.astype(np.float32) / 255).max(-1)
+  threshold = (np.round(np.median(darkness) * 255) + 0.5) / 255
+  a, b = amodal_mask(ours, threshold), amodal_mask(theirs, threshold)
+  iou = float((a & b).sum() / (a | b).sum())
+  print(f'one window: mask IoU {iou:.4f}, object fraction {a.mean():.2f}, rgb max |diff| '
+        f'{np.abs(ours.astype(int) - theirs).max()} of 255')
+  assert 0.2 < a.mean() < 0.8
+  return iou
+
+
+def test_one_window_completion_in_diffusers_gives_our_masks(video_pipelines, exported_across):
+  videos, _ = video_pipelines
+  assert one_window_iou(videos['across'], exported_across[0], size=16) >= 0.99
+
+
+@pytest.mark.slow
+def test_demo_sized_export(tmp_path):
+  """configs/demo.py's model block (random weights, its v-prediction zero-SNR schedule) across frames: the export
+  has rel <= 1e-5 and a one-window completion in diffusers gives our masks (32 x 32 frames, 12 frames, the demo's
+  6 steps and guidance 2); per frame, the export warns with its rel."""
+  from configs import demo  # pylint: disable=import-outside-toplevel
+  from convert import to_diffusers  # pylint: disable=import-outside-toplevel
+  from tests.infer.fakes import random_model  # pylint: disable=import-outside-toplevel
+  from tgvac_jax import text  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.diffusion import ddim, scheduler_config  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.models.checkpoint import save_pipeline  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.models.clip import CLIPTextModel  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.models.vae import AutoencoderKL  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train import stages  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train.step import schedule_config  # pylint: disable=import-outside-toplevel
+  d = demo.get_config()
+  vocab = text.write_char_tokenizer(tmp_path / 'tokenizer')
+  rels = {}
+  for across in (False, True):
+    d.model.motion_norm_across_frames = across
+    cfgs = stages.scratch_configs(d.model, d.data.size, vocab, motion=True)
+    classes = (UNet2DConditionModel, AutoencoderKL, CLIPTextModel)
+    models = {name: random_model(lambda k=k, cfg=cfg: k(cfg, rngs=nnx.Rngs(0)), seed=i)
+              for i, (name, k, cfg) in enumerate(zip(('unet', 'vae', 'text_encoder'), classes, cfgs))}
+    schedule = schedule_config(motion_config_for_demo(d))  # as the trainer exports it (train/checkpoints.py)
+    ours = save_pipeline(tmp_path / f'ours_{across}', models, {'tokenizer': tmp_path / 'tokenizer'},
+                         scheduler=scheduler_config.Scheduler(schedule, ddim.for_schedule(schedule)))
+    lines = []
+    to_diffusers.export_folder(ours, tmp_path / f'exported_{across}', log=lines.append)
+    rels[across] = _rel_of('\n'.join(lines), 'check motion export')
+    print(f'demo-sized random model, motion norm across frames={across}: export rel {rels[across]:.3g}')
+  assert rels[True] <= 1e-5 and rels[False] > 1e-4
+  assert one_window_iou(tmp_path / 'ours_True', tmp_path / 'exported_True', size=d.data.size,
+                        steps=d.sample.steps, guidance=d.sample.guidance_scale) >= 0.99
+
+
+def motion_config_for_demo(d):
+  """The trainer config of the demo's motion stage, for its noise schedule."""
+  from configs import motion  # pylint: disable=import-outside-toplevel
+  t = motion.get_config('tiny')
+  t.diffusion.update(d.diffusion)
+  return t
+
+
+def test_bad_inputs_one_line_no_output(frame_pipeline, video_pipelines, tmp_path, capsys):
+  from convert import animatediff, to_diffusers  # pylint: disable=import-outside-toplevel
+  ours, adapter_dir, _ = frame_pipeline
+  videos, _ = video_pipelines
+  (tmp_path / 'notes.ckpt').write_text('not a checkpoint')
+  adapter(block_out_channels=(32, 96)).save_pretrained(tmp_path / 'wide')
+  out = tmp_path / 'out'
+  cases = [
+      (['in', ours, tmp_path / 'notes.ckpt', out], 'notes.ckpt: not a readable weights file'),
+      (['in', ours, ours / 'vae' / 'model.safetensors', out], 'no motion-module weights'),
+      (['in', ours, ours / 'vae', out], 'vae: no diffusion_pytorch_model.safetensors (or .bin) in this folder'),
+      (['in', ours, tmp_path / 'wide', out], 'block_out_channels: adapter [32, 96], UNet [32, 64]'),
+      (['in', ours, tmp_path / 'missing', out], 'missing: no such file or folder'),
+      (['in', ours / 'vae', adapter_dir, out], 'a AutoencoderKL, not a UNet'),
+      (['in', adapter_dir, adapter_dir, out], 'no "_class" field'),
+      (['in', ours, adapter_dir, out, '--heads', '2'], '--heads 2 contradicts its config.json'),
+      (['out', ours, out], 'no motion modules (a frame checkpoint'),
+      (['out', tmp_path / 'missing', out], 'no such folder'),
+  ]
+  for args, message in cases:
+    assert animatediff.main([str(a) for a in args]) == 2, args
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1 and message in err, (args, err)
+  wide = tmp_path / 'wide_video'
+  # widths that do not match, from a bare weights file (no config.json to compare first): the module is named
+  assert animatediff.main(['in', str(ours), str(tmp_path / 'wide' / 'diffusion_pytorch_model.safetensors'),
+                           str(wide), '--heads', '4', '--norm-groups', '8']) == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'down_blocks.1.motion_modules.0: checkpoint has 96 channels, the UNet 64' in err
+  assert to_diffusers.main([str(adapter_dir), str(out)]) == 2
+  assert capsys.readouterr().err.count('\n') == 1
+  assert not out.exists() and not wide.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
