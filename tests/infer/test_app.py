@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -26,9 +27,9 @@ from configs import app as app_configs  # noqa: E402
 from tgvac_jax import jobs  # noqa: E402
 from tgvac_jax.app import job as app_job  # noqa: E402
 from tgvac_jax.app.requests import RequestFolders, UserError, first_frame, video_input  # noqa: E402
-from tgvac_jax.app.service import Completions, Request  # noqa: E402
+from tgvac_jax.app.service import GALLERY_FRAMES, Completions, Request  # noqa: E402
 from tgvac_jax.eval import amodal_root  # noqa: E402
-from tgvac_jax.infer import io  # noqa: E402
+from tgvac_jax.infer import io, outputs  # noqa: E402
 
 FRAMES, SIZE = 6, (20, 24)
 SAMPLER = {'steps': 2, 'window_length': 4, 'stride': 2, 'guidance_scale': 2.0}
@@ -304,7 +305,6 @@ def test_first_frame_prompts_become_the_infer_jobs_sam2_prompt(app, tmp_path):
 
 def test_gif_upload_reads_like_its_frames(app, tmp_path):
   """A GIF (PyAV decodes it like any video) gives back the frames it was made of (flat colours: no dithering)."""
-  from PIL import Image  # pylint: disable=import-outside-toplevel
   frames = _clip(0)[0]
   Image.fromarray(frames[0]).save(tmp_path / 'clip.gif', save_all=True, duration=100, loop=0,
                                   append_images=[Image.fromarray(f) for f in frames[1:]])
@@ -312,3 +312,23 @@ def test_gif_upload_reads_like_its_frames(app, tmp_path):
   path = video_input(tmp_path / 'clip.gif', folder, app.service.limits)
   np.testing.assert_array_equal(io.read_video(path).frames, frames)
   np.testing.assert_array_equal(first_frame(tmp_path / 'clip.gif', app.service.limits), frames[0])
+
+
+def test_hypotheses_gallery_shows_every_sample_over_white(tmp_path):
+  """One strip per hypothesis of a written completion (samples/<k>/object/), frames composited over white,
+  labelled with its seed and scores, the written one marked."""
+  frames, visible, amodal, objects = _clip(0)
+  rgb = np.stack([objects, np.full_like(objects, 255)])            # hypothesis 1: nothing
+  masks = np.stack([amodal, np.zeros_like(amodal)])
+  info = {'hypotheses': {'seeds': [5, 6], 'select': 'coverage', 'chosen': 0,
+                         'scores': [{'coverage': 1.0}, {'coverage': 0.0}]}}
+  done = tmp_path / 'done'
+  done.mkdir()
+  outputs.write_completion(done, [f'{i:05d}' for i in range(FRAMES)], frames, visible, rgb[0], masks[0], info,
+                           fps=5.0, preview_height=20, samples=(rgb, masks))
+  items = Completions._gallery(done, tmp_path / 'gallery')  # pylint: disable=protected-access
+  assert [label for _, label in items] == ['seed 5: coverage 1.00, written to object/', 'seed 6: coverage 0.00']
+  strips = [np.asarray(Image.open(p)) for p, _ in items]
+  picked = np.linspace(0, FRAMES - 1, min(GALLERY_FRAMES, FRAMES)).round().astype(int)
+  np.testing.assert_array_equal(strips[0], np.concatenate(list(objects[picked]), axis=1))
+  assert (strips[1] == 255).all()
