@@ -26,6 +26,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.init.checkpoint = ''          # our pipeline checkpoint folder (unet/ vae/ text_encoder/ tokenizer/)
   c.init.motion_adapter = ''      # motion stage: AnimateDiff mm_sd_v15_v2 file or diffusers MotionAdapter folder
   c.init.motion_heads = 8         # motion stage from a frame checkpoint: heads of the new motion modules (AnimateDiff)
+  # GroupNorm of new motion modules: per frame (False, original AnimateDiff) or across the clip's frames (True, what
+  # diffusers runs: choose it to serve the model in diffusers). Loaded motion weights keep their own norm.
+  c.init.motion_norm_across_frames = False
   c.init.from_scratch = False     # build tiny models from `model` instead of loading `init.checkpoint`
 
   # Model sizes for from-scratch models (the embedded demo, tests); ignored when loading a checkpoint.
@@ -38,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.text_width = 64
   c.model.text_layers = 2
   c.model.motion_heads = 4
+  c.model.motion_norm_across_frames = False  # from-scratch motion modules: as init.motion_norm_across_frames
   c.model.norm_groups = 16
 
   c.data = ml_collections.ConfigDict()

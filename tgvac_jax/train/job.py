@@ -47,14 +47,15 @@ def procedural_dataset(config, workdir: Path) -> str:
 
 
 def motion_loader(config):
-  """`setup`'s motion_init for `init.motion_adapter` (AnimateDiff mm_sd_v15_v2 / MotionAdapter), or None."""
+  """`setup`'s motion_init for `init.motion_adapter` (AnimateDiff mm_sd_v15_v2 / MotionAdapter), or None; it also
+  says the motion norm the weights were trained with, which the UNet is built with."""
   path = config.init.motion_adapter
   if not path:
     return None
   if not os.path.exists(path):
     raise FileNotFoundError(f'init.motion_adapter {path}: no such file or folder')
-  from convert.animatediff import load_motion  # pylint: disable=import-outside-toplevel
-  return lambda unet: load_motion(unet, path)
+  from convert.animatediff import AdapterInit  # pylint: disable=import-outside-toplevel
+  return AdapterInit(path)
 
 
 def _quiet_orbax(record) -> bool:

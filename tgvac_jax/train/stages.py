@@ -94,7 +94,8 @@ def scratch_configs(model, size: int, vocab_size: int, motion: bool
                         layers_per_block=get('layers_per_block', 1), norm_num_groups=groups,
                         cross_attention_dim=width, attention_head_dim=get('attention_head_dim', 4),
                         sample_size=size // vae_cfg.downsample_factor,
-                        motion=MotionConfig(num_attention_heads=get('motion_heads', 4), norm_num_groups=groups)
+                        motion=MotionConfig(num_attention_heads=get('motion_heads', 4), norm_num_groups=groups,
+                                            norm_across_frames=bool(get('motion_norm_across_frames', False)))
                         if motion else None)
   return unet_cfg, vae_cfg, text_cfg
 
@@ -194,13 +195,28 @@ def _remat(config, component: str) -> dict:
   return {'remat': config.remat == 'full' and component == get_stage(config).trained}
 
 
-def _motion_config(config, unet_config: dict) -> MotionConfig:
+def _motion_config(config, unet_config: dict, motion_init=None) -> MotionConfig:
   """The motion stage's motion modules: the checkpoint's own, or new ones (AnimateDiff v2 shape) for a frame
-  checkpoint; remat='motion' recomputes them in the backward pass."""
+  checkpoint; remat='motion' recomputes them in the backward pass.
+
+  The GroupNorm of new modules is `init.motion_norm_across_frames`'s. Loaded motion weights (the checkpoint's, or
+  those of `init.motion_adapter`, whose loader says `motion_init.norm_across_frames`) keep the norm they were
+  trained with: another norm would be another function. Asking for across frames on weights trained per frame is
+  an error, not a silent choice."""
   m = unet_config.get('motion')
+  across = bool(config.init.motion_norm_across_frames)
   mc = (MotionConfig.from_dict(m) if m else
         MotionConfig(num_attention_heads=config.init.motion_heads,
-                     norm_num_groups=unet_config.get('norm_num_groups', 32)))
+                     norm_num_groups=unet_config.get('norm_num_groups', 32), norm_across_frames=across))
+  trained = getattr(motion_init, 'norm_across_frames', None)  # a loader that does not say leaves the config's
+  source = 'init.motion_adapter' if trained is not None else 'init.checkpoint' if m else None
+  if trained is not None:
+    mc = dataclasses.replace(mc, norm_across_frames=bool(trained))
+  if source and across and not mc.norm_across_frames:
+    raise StageError(f'init.motion_norm_across_frames=True is for new motion modules, and {source} brings motion '
+                     'weights trained per frame, which keep their norm. Leave it False to keep training them per '
+                     'frame, or start from a checkpoint whose motion modules were re-imported across frames (python -m '
+                     'convert.animatediff in BASE ADAPTER OUT --norm across-frames)')
   return dataclasses.replace(mc, remat=config.remat == 'motion')
 
 
@@ -245,7 +261,7 @@ def build_models(config, mesh, configs: dict[str, dict], vocab_size: int,
     overrides = dict(_remat(config, name))
     fresh = None
     if name == 'unet' and stage.name == 'motion':
-      overrides['motion'] = _motion_config(config, d)
+      overrides['motion'] = _motion_config(config, d, motion_init)
       fresh = MotionParam if not d.get('motion') else None
     module, _ = ckpt.build(d['_class'], d, dtype=dtype, abstract=True, **overrides)
     if abstract:
