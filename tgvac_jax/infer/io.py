@@ -194,13 +194,16 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
-  """(N, H, W, 3) uint8 -> H.264 mp4 (yuv420p; odd sides are padded by one pixel)."""
+  """(N, H, W, 3) uint8 -> H.264 mp4 (yuv420p; odd sides are padded by one pixel). The same frames give the same
+  bytes: x264's macroblock-tree rate control is off, as with it the PyAV wheel's x264 wrote differing streams for
+  one input now and then (even single-threaded), and a rerun or another process count must write what one did."""
   import av  # pylint: disable=import-outside-toplevel
   n, h, w = frames.shape[:3]
   frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode='edge')
   codec = 'libx264' if 'libx264' in av.codecs_available else 'mpeg4'
   with av.open(str(path), 'w') as container:
-    stream = container.add_stream(codec, rate=max(1, round(fps)))
+    stream = container.add_stream(codec, rate=max(1, round(fps)),
+                                  options={'x264-params': 'mbtree=0'} if codec == 'libx264' else None)
     stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'
     for i in range(n):
       container.mux(stream.encode(av.VideoFrame.from_ndarray(frames[i], format='rgb24')))
