@@ -121,11 +121,16 @@ def start(c) -> App:
   made_workdir = not c.workdir
   workdir = Path(c.workdir or tempfile.mkdtemp(prefix='tgvac-app-')).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
+  gradio_temp = os.environ.get('GRADIO_TEMP_DIR')
   os.environ['GRADIO_TEMP_DIR'] = str(workdir / 'gradio')  # the page's own copies of uploads and results
   folders = RequestFolders(workdir / 'requests', c.keep_minutes * 60)
 
   def cleanup():
     folders.close()
+    if gradio_temp is None:
+      os.environ.pop('GRADIO_TEMP_DIR', None)
+    else:
+      os.environ['GRADIO_TEMP_DIR'] = gradio_temp
     if made_workdir:
       shutil.rmtree(workdir, ignore_errors=True)
   atexit.register(cleanup)
