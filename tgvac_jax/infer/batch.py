@@ -202,6 +202,8 @@ def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequ
       batch = group[start:start + per_call]
       if stop is not None and stop():
         break
+      log.info('process %d: completing %s%s', pi, ', '.join(p.seq.name for p in batch),
+               ' (the first of its shape: may compile)' if first_call else '')  # past the stop check: this call runs to its end
       t_read = time.time()
       clips = [p.seq.load() for p in batch]
       read_s = (time.time() - t_read) / len(batch)
