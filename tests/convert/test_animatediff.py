@@ -291,9 +291,9 @@ def one_window_iou(ours_folder, exported, *, size: int, steps: int = 4, guidance
   scheduler.set_timesteps(steps)
   sf, lat, f = vae.config.scaling_factor, vae.config.latent_channels, 2 ** (len(vae.config.block_out_channels) - 1)
   key = jax.vmap(jax.random.key)(jnp.asarray([seed], jnp.uint32))[0]  # the completer's noise for this seed
-  z = torch.from_numpy(np.asarray(jax.random.normal(key, (n, size // f, size // f, lat)))).permute(0, 3, 1, 2)
+  z = torch.tensor(np.asarray(jax.random.normal(key, (n, size // f, size // f, lat)))).permute(0, 3, 1, 2)
   with torch.inference_mode():
-    ids = [torch.from_numpy(completer.tokenize([c]).astype(np.int64)) for c in ('', caption)]
+    ids = [torch.tensor(completer.tokenize([c]), dtype=torch.int64) for c in ('', caption)]
     context = torch.cat([text(i).last_hidden_state.repeat(n, 1, 1) for i in ids])  # (2 n, 77, D): uncond, cond
     images = [torch.from_numpy(frames).permute(0, 3, 1, 2).float() * (2 / 255) - 1,
               torch.from_numpy(np.asarray(mask_image(visible))).permute(0, 3, 1, 2)]
