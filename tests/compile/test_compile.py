@@ -1,0 +1,233 @@
+"""The trainer's and the sampler's programs compiled for a TPU v5e-8 on this CPU (libtpu, no TPU): FSDP shards the
+state as train/sharding.py intends, the optimized HLO has FSDP's collectives and no CPU kernel, and the FLOPs are
+the CPU compile's. Tiny models (16 px, one-level UNet, as tests/train/tiny.py) trained from cached latents (no VAE
+or text encoder in the step), and the CPU side compiled without LLVM's expensive passes, so each compile takes
+seconds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import Mesh
+
+from configs import frame, motion
+from tgvac_jax import target
+from tgvac_jax.compile import chips, job, programs
+from tgvac_jax.compile.report import collectives, cpu_custom_calls, flops
+from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig
+from tgvac_jax.infer.complete import CompletionConfig
+from tgvac_jax.train import stages
+from tgvac_jax.train.sharding import make_mesh
+
+pytest.importorskip('libtpu', reason='compiling for TPU needs libtpu (the tpu extra)')
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY = ('mesh.fsdp=8,mesh.min_shard_size=1024,data.size=16,data.clip_len=4,model.unet_channels=(32,),'
+        'model.vae_channels=(16,32),model.text_width=32,model.text_layers=1,data.cached_latents=latents/')
+
+
+def tiny(module):
+  c = module.get_config('tiny')
+  job.apply_overrides(c, TINY, 'tiny')
+  return c
+
+
+@pytest.fixture(scope='module')
+def tpu_devices():
+  return chips.devices(chips.parse('v5e-8'))
+
+
+def padded_bytes(shape, dtype, layout) -> int:
+  """Bytes of an array stored in the layout's tiles (TPU pads the minor dimensions to (8, 128)-like tiles)."""
+  dims = [shape[i] for i in layout.major_to_minor] if layout is not None else list(shape)
+  tile = layout.tiling[0] if layout is not None and layout.tiling else ()
+  for k, t in enumerate(reversed(tile[-len(dims):] if dims else ())):
+    dims[-1 - k] = -(-dims[-1 - k] // t) * t
+  return math.prod(dims) * jnp.dtype(dtype).itemsize
+
+
+def expected_argument_bytes(lowered, args, formats=None) -> int:
+  """Per-device argument bytes from the abstract shapes and their shardings alone (padded to the executable's
+  tiles where `formats` is given), over the arguments the program uses (jit drops the others: the VAE decoder's
+  weights in a train step)."""
+  leaves = jax.tree.leaves(args)
+  layouts = [f.layout for f in jax.tree.leaves(formats)] if formats is not None else [None] * len(leaves)
+  kept = lowered._lowering.compile_args['kept_var_idx']  # pylint: disable=protected-access
+
+  def stored(x):  # PRNG keys are stored as their uint32 key data
+    shard = jax.ShapeDtypeStruct(x.sharding.shard_shape(x.shape), x.dtype)
+    return jax.eval_shape(jax.random.key_data, shard) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else shard
+  return sum(padded_bytes(s.shape, s.dtype, lay)
+             for i, (s, lay) in enumerate(zip(map(stored, leaves), layouts)) if i in kept)
+
+
+def fsdp_bytes(args) -> tuple[int, int, int]:
+  """(replicated size of the leaves split over 'fsdp', their per-device size, replicated size of all leaves)."""
+  full = shard = total = 0
+  for x in jax.tree.leaves(args):
+    size = math.prod(x.shape) * jnp.dtype(x.dtype).itemsize
+    total += size
+    if 'fsdp' in jax.tree.leaves(tuple(x.sharding.spec)):
+      full += size
+      shard += math.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+  return full, shard, total
+
+
+def compile_both(make, tpu_devices, mesh_of):
+  """(program, lowered, compiled) for the v5e-8 and for the 8 CPU devices of the test process, both traced with the
+  TPU's choices of paths (`target.compiling_for`): the same program, compiled by each backend. (Traced with the
+  CPU's own paths, the tiny frame step counts 17% more FLOPs on CPU: its convolutions are dots over im2col'd or
+  row-shifted input that multiply the zero padding, 16% of a 3x3 conv's taps on an 8x8 map, which XLA's
+  convolution count skips.)"""
+  out = {}
+  for name, devices in (('tpu', tpu_devices), ('cpu', jax.devices())):
+    mesh = mesh_of(devices)
+    program = make(mesh)
+    with target.compiling_for(tpu_devices):
+      lowered = program.jitted.lower(*program.args, **program.kwargs)
+    out[name] = program, lowered, lowered.compile(None if name == 'tpu' else stages.INIT_COMPILER_OPTIONS)
+  return out
+
+
+def check_compiled(out) -> dict:
+  """What every program must show: argument bytes per device as the shapes and shardings say (TPU: in its tiles),
+  no CPU kernel in the TPU program, the CPU compile's FLOPs. Returns the TPU program's collectives."""
+  (program, lowered, tpu), (cpu_program, cpu_lowered, cpu) = out['tpu'], out['cpu']
+  expected = expected_argument_bytes(lowered, program.args, tpu.input_formats[0])
+  assert tpu.memory_analysis().argument_size_in_bytes == pytest.approx(expected, rel=0.05)
+  expected = expected_argument_bytes(cpu_lowered, cpu_program.args)
+  assert cpu.memory_analysis().argument_size_in_bytes == pytest.approx(expected, rel=0.05)
+  hlo = tpu.as_text()
+  assert cpu_custom_calls(hlo) == []
+  assert flops(tpu) == pytest.approx(flops(cpu), rel=0.05)
+  return collectives(hlo, 8)
+
+
+def check_train_step(out):
+  state = out['tpu'][0].args[0]
+  # FSDP: the split leaves are 1/8 per device, and they are nearly all of the trained state
+  full, shard, total = fsdp_bytes(state)
+  assert shard == pytest.approx(full / 8, rel=0.05)
+  assert full > 0.8 * total
+  c = check_compiled(out)
+  # FSDP's collectives: weights gathered for the forward/backward, gradients reduce-scattered
+  assert c['all-gather']['count'] > 0 and c['reduce-scatter']['count'] > 0
+  grads, _, _ = fsdp_bytes(state.params)  # float32, as the gradients
+  reduced = c['reduce-scatter']['bytes'] + c['all-reduce']['bytes'] / 2  # what each device sends of its gradients
+  assert reduced > 0.5 * grads * 7 / 8
+
+
+def test_frame_step_compiles_for_v5e_8_with_fsdp(tpu_devices):
+  config = tiny(frame)
+  check_train_step(compile_both(lambda mesh: programs.train_step(config, mesh), tpu_devices,
+                                lambda devices: make_mesh(config.mesh, devices)))
+
+
+def test_motion_step_compiles_for_v5e_8_with_fsdp(tpu_devices):
+  config = tiny(motion)
+  check_train_step(compile_both(lambda mesh: programs.train_step(config, mesh), tpu_devices,
+                                lambda devices: make_mesh(config.mesh, devices)))
+
+
+def test_sampler_compiles_for_v5e_8_one_video_per_device(tpu_devices):
+  config = tiny(motion)
+  unet, vae, te = stages.scratch_configs(config.model, 16, 78, motion=True)
+  models = [nnx.split(nnx.eval_shape(lambda c=c, cls=cls: cls(c, rngs=nnx.Rngs(0))))
+            for c, cls in ((unet, stages.UNet2DConditionModel), (vae, stages.AutoencoderKL),
+                           (te, stages.CLIPTextModel))]
+  graphs, params = tuple(m[0] for m in models), tuple(m[1] for m in models)
+  completion = CompletionConfig(sampler=TemporalSamplerConfig(window_length=4, stride=2, chunk_size=1))
+  out = compile_both(lambda mesh: programs.sampler(completion, (graphs, params), mesh, frames=4, resolution=16),
+                     tpu_devices, lambda devices: Mesh(np.asarray(devices), ('data',)))
+  weights, frames = out['tpu'][0].args[:2]
+  assert frames.sharding.shard_shape(frames.shape)[0] == 1  # one video per device
+  c = check_compiled(out)
+  # weights replicated, videos independent: no weight is gathered, nothing reduced
+  weight_bytes = sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(weights))
+  assert c['reduce-scatter']['count'] == 0
+  assert sum(v['bytes'] for v in c.values()) < 0.01 * weight_bytes
+
+
+def test_bad_inputs_are_one_error_line_and_write_nothing(tmp_path):
+  base = [sys.executable, 'run.py', '--config', 'configs/compile.py', f'--config.out={tmp_path / "out"}']
+  cases = {
+      'unknown TPU topology': ['--config.train=configs/frame.py', '--config.topology=v5e-12'],
+      'does not divide the 32 devices': ['--config.train=configs/frame.py', '--config.topology=v5e-32',
+                                         '--config.overrides=mesh.fsdp=6,mesh.data=1'],
+      'closest valid batch_size: 16, 32': ['--config.train=configs/frame.py', '--config.topology=v5e-16',
+                                           '--config.overrides=batch_size=24,mesh.fsdp=-1'],
+  }
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  for needle, argv in cases.items():
+    r = subprocess.run(base + argv, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600, check=False)
+    errors = [line for line in r.stderr.splitlines() if line.startswith('run.py: error:')]
+    assert r.returncode != 0 and len(errors) == 1 and needle in errors[0], r.stderr[-2000:]
+    assert 'Traceback' not in r.stderr
+  assert not (tmp_path / 'out').exists()
+
+
+def test_topology_names_match_cloud_tpu_and_name_the_closest():
+  assert chips.parse('v4-8').chips == 4 and chips.parse('v5p-128').chips == 64
+  assert chips.parse('v5e-32').shape == (4, 8) and chips.parse('v5litepod-256').chips == 256
+  assert chips.parse('v6e-8', num_slices=2).chips == 16
+  with pytest.raises(ValueError, match='closest: v5e-1, v5e-4, v5e-8'):
+    chips.parse('v5e-12')
+
+
+def test_report_json_written_atomically(tmp_path, tpu_devices):
+  """The job end to end in-process on the tiny frame config: one line per program and compile.json."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from configs import compile as compile_config  # pylint: disable=import-outside-toplevel
+  c = compile_config.get_config()
+  c.train = os.path.join(ROOT, 'configs/frame.py:tiny')
+  c.overrides = TINY
+  c.programs = 'encode'
+  c.out = str(tmp_path / 'out')
+  job.run(ml_collections.ConfigDict(c))
+  result = json.loads((tmp_path / 'out' / 'compile.json').read_text())
+  (r,) = result['programs']
+  assert r['program'] == 'encode' and r['fits'] and r['devices'] == 8 and r['flops'] > 0
+  assert result['device_kind'] == 'TPU v5 lite'
+
+
+def test_libtpu_alone_keeps_a_cpu_host_on_the_cpu_allocator_set_up(monkeypatch):
+  """The tpu extra installs libtpu everywhere; run.py's allocator set-up (tgvac_jax/host.py) must still see a host
+  without TPU chips (JAX's own PCI check) and without a GPU plugin as CPU-only."""
+  from jax._src import hardware_utils  # pylint: disable=import-outside-toplevel  (JAX's chip check, the reference)
+  from tgvac_jax import host  # pylint: disable=import-outside-toplevel
+  monkeypatch.delenv('JAX_PLATFORMS', raising=False)
+  if any(importlib.util.find_spec(m) for m in ('jax_plugins', 'jax_cuda12_plugin', 'jax_cuda13_plugin')):
+    pytest.skip('a GPU plugin is installed')
+  no_chips = hardware_utils.num_available_tpu_chips_and_device_id()[0] == 0
+  assert host._cpu_only() == no_chips  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('train, topology, overrides', [
+    ('configs/frame_v5e_32.py', 'v5e-32', ''),                            # as it ships
+    ('configs/motion.py', 'v5e-8', 'mesh.fsdp=8,remat=full'),             # the motion stage at the paper's batch
+])
+def test_paper_scale_step_fits(tmp_path, train, topology, overrides):
+  """SD-1.5's train steps at the paper's sizes compiled for a named slice (docs/scale.md's table): they fit, and
+  their model FLOPs are near the analytic count (SD-1.5's UNet: ~180 GFLOP forward per 256 px image, FACTS.md;
+  forward + backward ~3x)."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from configs import compile as compile_config  # pylint: disable=import-outside-toplevel
+  c = compile_config.get_config()
+  c.train, c.topology, c.overrides, c.programs = os.path.join(ROOT, train), topology, overrides, 'train_step'
+  c.out = str(tmp_path / 'out')
+  job.run(ml_collections.ConfigDict(c))
+  (r,) = json.loads((tmp_path / 'out' / 'compile.json').read_text())['programs']
+  assert r['fits'], r
+  images = r['examples'] * (14 if 'motion' in train else 1)
+  assert r['model_flops'] > 2 * 180e9 * images  # at least the forward and the input gradients of the frozen UNet
