@@ -59,6 +59,7 @@ def _full() -> ml_collections.ConfigDict:
   c.model.text_width = 64
   c.model.text_layers = 2
   c.model.motion_heads = 4
+  c.model.motion_norm_across_frames = False   # True: exports to diffusers faithfully (docs/training.md)
   c.model.norm_groups = 8
 
   # One block per stage: steps, global batch, peak learning rate (warmup and EMA follow from the steps).

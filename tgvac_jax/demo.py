@@ -105,6 +105,7 @@ def _trainer_config(c, base, stage: str, workdir: Path, dataset: str, init: str 
   t.init.from_scratch = not init
   t.init.checkpoint = init
   t.init.motion_heads = c.model.motion_heads
+  t.init.motion_norm_across_frames = c.model.motion_norm_across_frames  # the motion stage's new modules
   t.data.dataset = dataset
   t.data.procedural_videos = 0
   t.data.size = c.data.size
