@@ -158,21 +158,41 @@ def test_sampler_compiles_for_v5e_8_one_video_per_device(tpu_devices):
   assert sum(v['bytes'] for v in c.values()) < 0.01 * weight_bytes
 
 
-def test_bad_inputs_are_one_error_line_and_write_nothing(tmp_path):
-  base = [sys.executable, 'run.py', '--config', 'configs/compile.py', f'--config.out={tmp_path / "out"}']
-  cases = {
-      'unknown TPU topology': ['--config.train=configs/frame.py', '--config.topology=v5e-12'],
-      'does not divide the 32 devices': ['--config.train=configs/frame.py', '--config.topology=v5e-32',
-                                         '--config.overrides=mesh.fsdp=6,mesh.data=1'],
-      'closest valid batch_size: 16, 32': ['--config.train=configs/frame.py', '--config.topology=v5e-16',
-                                           '--config.overrides=batch_size=24,mesh.fsdp=-1'],
-  }
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  for needle, argv in cases.items():
-    r = subprocess.run(base + argv, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600, check=False)
-    errors = [line for line in r.stderr.splitlines() if line.startswith('run.py: error:')]
-    assert r.returncode != 0 and len(errors) == 1 and needle in errors[0], r.stderr[-2000:]
-    assert 'Traceback' not in r.stderr
+def compile_config(tmp_path, **fields):
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from configs import compile as config_file  # pylint: disable=import-outside-toplevel
+  c = config_file.get_config()
+  c.out = str(tmp_path / 'out')
+  for k, v in fields.items():
+    c[k] = v
+  return ml_collections.ConfigDict(c)
+
+
+def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path):
+  """Through run.py: one `run.py: error:` line naming the closest valid names, no traceback, no output."""
+  r = subprocess.run([sys.executable, 'run.py', '--config', 'configs/compile.py', f'--config.out={tmp_path / "out"}',
+                      '--config.train=configs/frame.py', '--config.topology=v5e-12'],
+                     cwd=ROOT, capture_output=True, text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+                     timeout=600, check=False)
+  errors = [line for line in r.stderr.splitlines() if line.startswith('run.py: error:')]
+  assert r.returncode != 0 and len(errors) == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+  assert "unknown TPU topology 'v5e-12'; closest: v5e-1, v5e-4, v5e-8" in errors[0]
+  assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('topology, overrides, message', [
+    ('v5e-32', 'mesh.fsdp=6,mesh.data=1', 'mesh data=1 x fsdp=6 x tensor=1 does not divide the 32 devices of '
+     'v5e-32; valid mesh.fsdp with data=1, tensor=1: 1, 2, 4, 8, 16, 32 or -1'),
+    ('v5e-16', 'batch_size=24,mesh.fsdp=-1', 'not divisible by the data-parallel size 16 (mesh data x fsdp = 1 x 16); '
+     'closest valid batch_size: 16, 32'),
+    ('v5e-8', 'mesh.fdsp=8', "'mesh.fdsp=8' is not KEY=VALUE of a field of " + os.path.join(ROOT, 'configs/frame.py')
+     + '; closest: mesh.fsdp'),
+])
+def test_bad_mesh_batch_or_override_names_the_valid_values(tmp_path, topology, overrides, message):
+  c = compile_config(tmp_path, train=os.path.join(ROOT, 'configs/frame.py'), topology=topology, overrides=overrides)
+  with pytest.raises(ValueError) as e:
+    job.run(c)
+  assert message in str(e.value)
   assert not (tmp_path / 'out').exists()
 
 
@@ -186,14 +206,8 @@ def test_topology_names_match_cloud_tpu_and_name_the_closest():
 
 def test_report_json_written_atomically(tmp_path, tpu_devices):
   """The job end to end in-process on the tiny frame config: one line per program and compile.json."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  from configs import compile as compile_config  # pylint: disable=import-outside-toplevel
-  c = compile_config.get_config()
-  c.train = os.path.join(ROOT, 'configs/frame.py:tiny')
-  c.overrides = TINY
-  c.programs = 'encode'
-  c.out = str(tmp_path / 'out')
-  job.run(ml_collections.ConfigDict(c))
+  job.run(compile_config(tmp_path, train=os.path.join(ROOT, 'configs/frame.py:tiny'), overrides=TINY,
+                         programs='encode'))
   result = json.loads((tmp_path / 'out' / 'compile.json').read_text())
   (r,) = result['programs']
   assert r['program'] == 'encode' and r['fits'] and r['devices'] == 8 and r['flops'] > 0
@@ -221,12 +235,8 @@ def test_paper_scale_step_fits(tmp_path, train, topology, overrides):
   """SD-1.5's train steps at the paper's sizes compiled for a named slice (docs/scale.md's table): they fit, and
   their model FLOPs are near the analytic count (SD-1.5's UNet: ~180 GFLOP forward per 256 px image, FACTS.md;
   forward + backward ~3x)."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  from configs import compile as compile_config  # pylint: disable=import-outside-toplevel
-  c = compile_config.get_config()
-  c.train, c.topology, c.overrides, c.programs = os.path.join(ROOT, train), topology, overrides, 'train_step'
-  c.out = str(tmp_path / 'out')
-  job.run(ml_collections.ConfigDict(c))
+  job.run(compile_config(tmp_path, train=os.path.join(ROOT, train), topology=topology, overrides=overrides,
+                         programs='train_step'))
   (r,) = json.loads((tmp_path / 'out' / 'compile.json').read_text())['programs']
   assert r['fits'], r
   images = r['examples'] * (14 if 'motion' in train else 1)
