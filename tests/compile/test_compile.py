@@ -211,6 +211,9 @@ def test_report_json_written_atomically(tmp_path, tpu_devices):
   result = json.loads((tmp_path / 'out' / 'compile.json').read_text())
   (r,) = result['programs']
   assert r['program'] == 'encode' and r['fits'] and r['devices'] == 8 and r['flops'] > 0
+  # weights replicated, the batch split: each device encodes its own images, nothing is gathered (before
+  # latents.encode_batch stacked batch-major, XLA gathered the batch and every device encoded all of it)
+  assert sum(v['count'] for v in r['collectives'].values()) == 0
   assert result['device_kind'] == 'TPU v5 lite'
 
 

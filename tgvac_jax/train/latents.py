@@ -39,16 +39,19 @@ def encode_batch(vae, text_encoder, batch: dict) -> dict:
   All float32. The three images go through the encoder as one batch (one encoder in the program)."""
   x = model_range(batch)
   lead = x['amodal'].shape[:-3]
-  images = jnp.stack([x['amodal'], x['occluded'], x['visible_mask']]).astype(jnp.float32)
+  # batch-major (B, 3, ...): flattened, the batch axis stays the leading one, so a batch split over devices stays
+  # split (stacked in front, the flattening merges a split axis into a whole one and XLA gathers the images: every
+  # device then encodes the whole global batch; the tiny frame step compiled for a v5e-8 did)
+  images = jnp.stack([x['amodal'], x['occluded'], x['visible_mask']], axis=1).astype(jnp.float32)
   post = vae.encode(images.reshape((-1,) + images.shape[-3:]))
   mean = vae.scale_latents(post.mean).astype(jnp.float32)
-  mean = mean.reshape((3,) + lead + mean.shape[1:])
+  mean = mean.reshape(lead[:1] + (3,) + lead[1:] + mean.shape[1:])
   std = (post.std * vae.config.scaling_factor).astype(jnp.float32).reshape(mean.shape)
   return {
-      'target_mean': mean[0],
-      'target_std': std[0],
-      'occluded': mean[1],
-      'mask': mean[2],
+      'target_mean': mean[:, 0],
+      'target_std': std[:, 0],
+      'occluded': mean[:, 1],
+      'mask': mean[:, 2],
       'context': text_encoder(batch['input_ids']).last_hidden_state.astype(jnp.float32),
       'input_ids': batch['input_ids'],
   }
