@@ -125,8 +125,10 @@ def advice(r: Report, config) -> str:
       tips.append(f'optim.grad_accum={accum * int(config.optim.grad_accum)} (about 1/{accum} of the '
                   f'{r.temp_bytes / GIB:.1f} GiB of activations)')
     tips.append('a larger fsdp axis (more chips: the weights, Adam moments and EMA split further)')
+  elif r.program == 'encode':
+    tips.append('fewer examples per call (the cache encodes cache.batch_size records at a time)')
   else:
-    tips.append('fewer videos or frames per device, or dtype=bfloat16')
+    tips.append('fewer frames per video (--config.frames), or dtype=bfloat16')
   return f'  -> over by {over:.2f} GiB per device; might fit with: ' + '; '.join(tips)
 
 
