@@ -6,6 +6,7 @@ seconds."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -244,3 +245,19 @@ def test_paper_scale_step_fits(tmp_path, train, topology, overrides):
   assert r['fits'], r
   images = r['examples'] * (14 if 'motion' in train else 1)
   assert r['model_flops'] > 2 * 180e9 * images  # at least the forward and the input gradients of the frozen UNet
+
+
+def test_a_step_over_hbm_gets_one_line_with_what_would_fit():
+  """The advice line's arithmetic: over by hbm - capacity; grad_accum halves the activations until they fit in what
+  the state leaves free (here 20 GiB of activations, 16 - 4 GiB free: 2 micro-steps)."""
+  from tgvac_jax.compile.report import GIB, Report  # pylint: disable=import-outside-toplevel
+  none = {k: {'count': 0, 'bytes': 0} for k in ('all-gather', 'reduce-scatter', 'all-reduce', 'all-to-all')}
+  r = Report(program='train_step', topology='v5e-8', devices=8, examples=16, argument_bytes=4 * GIB,
+             output_bytes=0, alias_bytes=0, temp_bytes=20 * GIB, code_bytes=0, hbm_bytes=24 * GIB,
+             hbm_capacity=16 * GIB, flops=1e12, model_flops=1e12, bytes_accessed=1e9, collectives=none,
+             compute_s=1.0, memory_s=0.5, ici_s=0.1, compile_s=1.0, peak_flops=197e12)
+  config = motion.get_config()
+  line = job.advice(r, config)
+  assert 'over by 8.00 GiB per device' in line and 'remat=full' in line and 'optim.grad_accum=2 ' in line
+  assert 'DOES NOT FIT (over by 8.00 GiB)' in r.line()
+  assert job.advice(dataclasses.replace(r, hbm_bytes=15 * GIB), config) == ''
