@@ -332,3 +332,11 @@ def test_hypotheses_gallery_shows_every_sample_over_white(tmp_path):
   picked = np.linspace(0, FRAMES - 1, min(GALLERY_FRAMES, FRAMES)).round().astype(int)
   np.testing.assert_array_equal(strips[0], np.concatenate(list(objects[picked]), axis=1))
   assert (strips[1] == 255).all()
+
+
+def test_nothing_leaves_the_machine(app):
+  """Served on the loopback only, not shared, and without gradio's analytics (which would post usage data and fetch
+  the latest version number from the internet at start)."""
+  assert app.page.analytics_enabled is False
+  assert app.page.share is False
+  assert app.url.startswith('http://127.0.0.1:')

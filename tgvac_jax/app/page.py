@@ -59,7 +59,9 @@ def build(service: Completions, defaults: dict, *, title: str, about: str, delet
   seed)."""
   examples = list(service.examples.values())
   lim = service.limits
-  with gr.Blocks(title=title, delete_cache=delete_cache) as page:
+  # analytics off: gradio would otherwise send usage data and fetch its latest version number from the internet;
+  # nothing about a user's page leaves the machine.
+  with gr.Blocks(title=title, delete_cache=delete_cache, analytics_enabled=False) as page:
     gr.Markdown(f'# {title}\n{about}')
     with gr.Row():
       with gr.Column(scale=1):
