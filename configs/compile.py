@@ -2,7 +2,7 @@
 HBM per device and whether it fits, FLOPs, collectives, a roofline step time; one line per program and
 <out>/compile.json. See docs/scale.md ("Will it fit?").
 
-  python run.py --config configs/compile.py --config.train=configs/frame.py --config.topology=v5e-32
+  python run.py --config configs/compile.py --config.train=configs/frame_v5e_32.py --config.topology=v5e-32
   python run.py --config configs/compile.py --config.train=configs/motion.py --config.topology=v5p-8 \\
       --config.overrides='mesh.fsdp=-1,remat=full'
   python run.py --config configs/compile.py --config.train=configs/frame.py:tiny --config.topology=v5e-8 \\
