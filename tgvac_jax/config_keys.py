@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 from collections.abc import Iterable
 
 
 def load(spec: str):
   """`path/to/config.py[:arg]` -> its `get_config(arg)` (or `get_config()` without an arg)."""
   path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: no such config file')
   module_spec = importlib.util.spec_from_file_location('_run_config', path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

@@ -10,29 +10,17 @@ from __future__ import annotations
 
 import ast
 import difflib
-import importlib.util
 import json
 import math
 import time
-from pathlib import Path
 
+from tgvac_jax import config_keys
 from tgvac_jax.compile import chips
 from tgvac_jax.compile.report import GIB, Report, cpu_custom_calls, flops, report
 from tgvac_jax.files import atomic_folder
 
 TRAIN_PROGRAMS = ('train_step', 'encode')
 INFER_PROGRAMS = ('sampler',)
-
-
-def load_config(spec: str):
-  """'configs/frame.py[:arg]' -> its get_config(arg) (as run.py loads --config)."""
-  path, _, arg = spec.partition(':')
-  if not Path(path).is_file():
-    raise FileNotFoundError(f'{path}: no such config file')
-  module_spec = importlib.util.spec_from_file_location('_compile_config', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def _split(overrides: str) -> list[str]:
@@ -49,17 +37,10 @@ def _split(overrides: str) -> list[str]:
   return [p.strip() for p in parts + [cur] if p.strip()]
 
 
-def _keys(d, prefix='') -> list[str]:
-  out = []
-  for k, v in d.items():
-    out += _keys(v, prefix + k + '.') if hasattr(v, 'items') else [prefix + k]
-  return out
-
-
 def apply_overrides(config, overrides: str, what: str) -> None:
   """`--config.overrides='mesh.fsdp=8,optim.grad_accum=2,model.unet_channels=(128,256)'` onto the loaded config,
   each value converted to its field's type; an unknown key names the closest ones."""
-  keys = _keys(config)
+  keys = config_keys.flat_keys(config)
   for item in _split(overrides):
     key, eq, text = item.partition('=')
     key = key.strip()
@@ -138,7 +119,7 @@ def run(config) -> None:
     raise ValueError('set exactly one of --config.train=configs/<stage>.py[:arg] or --config.infer=configs/infer.py')
   topology = chips.parse(c.topology, int(c.num_slices))
   spec = c.train or c.infer
-  target_config = load_config(spec)
+  target_config = config_keys.load(spec)
   apply_overrides(target_config, c.overrides, spec)
   valid = TRAIN_PROGRAMS if c.train else INFER_PROGRAMS
   names = [p.strip() for p in c.programs.split(',') if p.strip()] or list(valid)
