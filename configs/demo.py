@@ -29,6 +29,9 @@ def _full() -> ml_collections.ConfigDict:
   c.data.size = 32                 # frames are size x size
   c.data.clip_len = 24             # stored clip length = the held-out clips' length (> the motion window)
   c.data.clips_per_track = 4
+  # Occluder kinds drawn per clip, (kind, weight) pairs of 'object', 'entering', 'bar', 'region'
+  # (data_prep/occlusion.py); (('object', 1.0),) is the cut-out occluder alone, today's build.
+  c.data.occluders = (('object', 1.0),)
   # The procedural source's difficulty knobs (data_prep/sources/procedural.py; its defaults are the full task).
   # Measured on the 2-core budget: on the full task (10 shapes, 6 patterns, textured backgrounds, spin, two sprites)
   # the learned rows stayed below the temporal baseline, so the demo's task is rigid plain-coloured sprites of six

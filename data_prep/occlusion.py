@@ -8,6 +8,14 @@ own clip) is cut out along its mask, scaled and moved along a trajectory (static
 or following it with drift) chosen among random candidates so that the clip's mean occlusion rate lands in the
 requested band: easy (< 50 %) or hard (>= 50 %).
 
+Real occlusion is not only other objects, so `SynthConfig.occluders` draws each clip's occluder kind by weight:
+  object    the cut-out above (the default, alone: today's clips exactly)
+  entering  the cut-out sliding in from a frame edge and coming to rest over the object
+  bar       a bar or post (thin or thick band; vertical, horizontal or slanted) standing still or sweeping across
+  region    a large slab (straight or wavy edge) sliding in from a frame edge over part of the object
+Bars and regions are drawn, not cut: a random flat colour, stripes or blocky noise, never near the object's mean
+colour, so the model cannot mistake the occluder for the hidden part. All kinds go through the same band search.
+
 Outputs per frame i (A = amodal mask of the object, O = occluder mask, both at output resolution):
   occluded_i = O ? occluder pixel : source pixel           (the model input)
   visible_i  = A and not O                                 (exactly)
@@ -22,6 +30,11 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+
+
+OCCLUDER_KINDS = ('object', 'entering', 'bar', 'region')
+OBJECT_ONLY = (('object', 1.0),)
+MOTIONS = ('static', 'sweep', 'follow')   # a cut-out object's trajectories
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +59,18 @@ class SynthConfig:
   candidates: int = 48             # random placements tried per clip
   occluder_tries: int = 4          # occluder tracks tried per clip
   min_occluder_area: float = 0.001
+  occluders: tuple[tuple[str, float], ...] = OBJECT_ONLY   # (kind, weight) pairs, drawn per clip (OCCLUDER_KINDS)
+
+  def __post_init__(self):
+    try:
+      pairs = tuple((str(k), float(w)) for k, w in self.occluders)
+    except (TypeError, ValueError):
+      raise ValueError(f'occluders must be (kind, weight) pairs, got {self.occluders!r}') from None
+    bad = [k for k, _ in pairs if k not in OCCLUDER_KINDS]
+    if bad or not pairs or any(w < 0 for _, w in pairs) or sum(w for _, w in pairs) <= 0:
+      raise ValueError(f'occluders {self.occluders!r}: kinds must be among {OCCLUDER_KINDS} with weights >= 0 '
+                       'summing to more than 0')
+    object.__setattr__(self, 'occluders', pairs)
 
   @property
   def size(self) -> tuple[int, int]:
@@ -261,9 +286,44 @@ def _positions(kind: str, cents: np.ndarray, rad: float, rng: np.random.Generato
   return cents + off0 * (1 - t) + off1 * t
 
 
+def _entry_positions(cents: np.ndarray, rad: float, rng: np.random.Generator, f: int, hw, lead) -> np.ndarray:
+  """(F,2) patch centres of an object entering: from a frame edge to a rest over the target, reached part-way
+  through the clip (a fixed point, or one moving with the target). It starts with its first frame's mask (whose box
+  centre is `lead` from the patch centre) straddling the edge, so it shows and touches that edge in the first frame."""
+  off = rng.normal(0, 0.8 * rad, 2)
+  end = cents + off if rng.random() < 0.5 else np.repeat(cents.mean(axis=0, keepdims=True) + off, f, 0)
+  side = int(rng.integers(4))   # top, bottom, left, right
+  start = end[0].copy()
+  start[side // 2] = (0.0 if side % 2 == 0 else hw[side // 2] - 1.0) - lead[side // 2]
+  t = np.minimum(np.linspace(0, 1, f) / rng.uniform(0.1, 1.0), 1.0)[:, None]
+  return start + (end - start) * t
+
+
+def _band(cfg: SynthConfig, rng: np.random.Generator, difficulty: str) -> tuple[float, float, float]:
+  """The difficulty's occlusion-rate band and this clip's goal inside it."""
+  lo, hi = cfg.hard_range if difficulty == 'hard' else cfg.easy_range
+  return lo, hi, rng.uniform(lo, hi)
+
+
+def _best_placement(amodal: np.ndarray, band, n: int, propose):
+  """The placement search shared by every occluder kind: of `n` proposals, the one whose mean occlusion rate is in
+  the band and nearest its goal. `propose(c)` -> (params, per-frame |A∩O|). -> (params, mean rate)."""
+  lo, hi, goal = band
+  area = np.maximum(amodal.sum(axis=(1, 2)), 1)
+  best, best_err = None, np.inf
+  for c in range(n):
+    params, inter = propose(c)
+    mean = (inter / area).mean()
+    err = abs(mean - goal) + (0 if lo <= mean < hi else 1.0)
+    if err < best_err:
+      best, best_err = (params, float(mean)), err
+  return best
+
+
 def place_occluder(amodal: np.ndarray, patch: _Patch, cfg: SynthConfig, rng: np.random.Generator,
-                   difficulty: str) -> tuple[np.ndarray, np.ndarray, dict]:
+                   difficulty: str, motions: Sequence[str] = MOTIONS) -> tuple[np.ndarray, np.ndarray, dict]:
   """Search placements of `patch` over the (F,H,W) object masks for one hitting the difficulty band.
+  `motions`: trajectories to draw from (MOTIONS, or ('enter',) for an object entering from the frame's edge).
 
   -> occluder rgb canvas (F,H,W,3), occluder mask (F,H,W), placement parameters."""
   f, h, w = amodal.shape
@@ -272,8 +332,8 @@ def place_occluder(amodal: np.ndarray, patch: _Patch, cfg: SynthConfig, rng: np.
   base = np.sqrt(area_obj / area_occ)
   cents = _centroids(amodal)
   rad = np.sqrt(area_obj / np.pi)
-  lo, hi = cfg.hard_range if difficulty == 'hard' else cfg.easy_range
-  goal = rng.uniform(lo, hi)
+  band = _band(cfg, rng, difficulty)
+  goal = band[2]
   ratios = np.exp(rng.uniform(np.log(cfg.area_ratio[0]), np.log(cfg.area_ratio[1]), 4))
   if difficulty == 'hard':
     ratios = np.maximum(ratios, 1.0)
@@ -282,13 +342,18 @@ def place_occluder(amodal: np.ndarray, patch: _Patch, cfg: SynthConfig, rng: np.
     s = base * np.sqrt(r)
     return max(1, int(round(h0 * s))), max(1, int(round(w0 * s)))
   scaled = [_Patch(None, resize_mask(patch.mask, hw_of(r))) for r in ratios]  # rgb only for the winner
-  best, best_err = None, np.inf
-  for c in range(cfg.candidates):
+
+  def propose(c):
     si = c % len(scaled)
     sp = scaled[si]
-    kind = ('static', 'sweep', 'follow')[int(rng.integers(3))]
-    pos = _positions(kind, cents, rad, rng, f)
+    kind = motions[int(rng.integers(len(motions)))]
     ph, pw = sp.mask.shape[1:]
+    if kind == 'enter':
+      box = bbox(sp.mask[0])
+      lead = (0.0, 0.0) if box is None else ((box[0] + box[2] - ph) / 2, (box[1] + box[3] - pw) / 2)
+      pos = _entry_positions(cents, rad, rng, f, (h, w), lead)
+    else:
+      pos = _positions(kind, cents, rad, rng, f)
     tops = np.round(pos[:, 0] - ph / 2).astype(int)
     lefts = np.round(pos[:, 1] - pw / 2).astype(int)
     inter = np.zeros(f)
@@ -296,12 +361,9 @@ def place_occluder(amodal: np.ndarray, patch: _Patch, cfg: SynthConfig, rng: np.
       sl = paste((h, w), sp.mask[i], tops[i], lefts[i])
       if sl is not None:
         inter[i] = np.logical_and(amodal[i][sl[0]], sp.mask[i][sl[1]]).sum()
-    rates = inter / np.maximum(amodal.sum(axis=(1, 2)), 1)
-    mean = rates.mean()
-    err = abs(mean - goal) + (0 if lo <= mean < hi else 1.0)
-    if err < best_err:
-      best, best_err = (si, kind, tops, lefts, float(mean)), err
-  si, kind, tops, lefts, mean = best
+    return (si, kind, tops, lefts), inter
+
+  (si, kind, tops, lefts), _ = _best_placement(amodal, band, cfg.candidates, propose)
   sp = _Patch(resize_rgb(patch.rgb, hw_of(ratios[si])), scaled[si].mask)
   rgb = np.zeros((f, h, w, 3), np.uint8)
   mask = np.zeros((f, h, w), bool)
@@ -317,6 +379,111 @@ def place_occluder(amodal: np.ndarray, patch: _Patch, cfg: SynthConfig, rng: np.
   return rgb, mask, placement
 
 
+# ------------------------------------------------------------------------------- drawn occluders (bar, region)
+
+def _occluder_colour(rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
+  """A random colour at least 96 (RGB distance) from `avoid`, the object's mean colour: never a copy of it."""
+  for _ in range(32):
+    c = rng.integers(0, 256, 3)
+    if np.linalg.norm(c - avoid) >= 96:
+      return c
+  return np.where(avoid < 128, 255, 0)   # the far corner of the colour cube
+
+
+def _paint(u: np.ndarray, v: np.ndarray, rng: np.random.Generator, avoid: np.ndarray) -> tuple[np.ndarray, str]:
+  """Occluder pixels over its own (F,H,W) coordinates (u along its edge, v across it), so a texture moves with it:
+  a flat colour, stripes or blocky noise. -> (F,H,W,3) uint8, the texture's name."""
+  side = min(u.shape[1:])
+  c = _occluder_colour(rng, avoid)
+  texture = ('flat', 'stripes', 'noise')[int(rng.choice(3, p=(0.5, 0.25, 0.25)))]
+  if texture == 'flat':
+    rgb = np.broadcast_to(c, (*u.shape, 3))
+  elif texture == 'stripes':
+    half = max(1.0, rng.uniform(0.03, 0.12) * side)
+    a = rng.uniform(0, np.pi)
+    on = (np.floor((u * np.cos(a) + v * np.sin(a)) / half) % 2).astype(bool)
+    rgb = np.where(on[..., None], c, _occluder_colour(rng, avoid))
+  else:
+    cell = max(1.0, rng.uniform(0.03, 0.1) * side)
+    table = rng.integers(-48, 49, (16, 16, 3))
+    rgb = c + table[(np.floor(u / cell) % 16).astype(int), (np.floor(v / cell) % 16).astype(int)]
+  return np.clip(rgb, 0, 255).astype(np.uint8), texture
+
+
+def _frame_coords(h: int, w: int, origin, angle: float):
+  """(H,W) coordinates of every pixel centre along the unit normal at `angle` (s) and along its edge (u)."""
+  yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+  ny, nx = np.sin(angle), np.cos(angle)
+  dy, dx = yy - origin[0], xx - origin[1]
+  return dy * ny + dx * nx, dx * ny - dy * nx
+
+
+def _propose_bar(amodal, cents, rad, rng):
+  """A bar or post through the object: a band |s - offset_t| < thickness / 2 across the whole frame, still or
+  sweeping across the object along its normal. -> (params, per-frame mask function)."""
+  f, h, w = amodal.shape
+  orient = ('vertical', 'horizontal', 'slanted')[int(rng.integers(3))]
+  angle = {'vertical': 0.0, 'horizontal': np.pi / 2}.get(orient, rng.choice((-1, 1)) * rng.uniform(0.35, 1.22))
+  thick = max(1.0, rad * np.exp(rng.uniform(np.log(0.3), np.log(3.0))))
+  centre = cents.mean(axis=0)
+  s, u = _frame_coords(h, w, centre, angle)
+  track = (cents - centre) @ np.array([np.sin(angle), np.cos(angle)])   # the object's own offset along the normal
+  motion = ('static', 'sweep')[int(rng.integers(2))]
+  t = np.linspace(-1, 1, f)
+  if motion == 'static':
+    offsets = np.full(f, track.mean() + rng.normal(0, 0.6 * rad))
+  else:
+    offsets = rng.normal(0, 0.3 * rad) + rng.choice((-1, 1)) * (rad * rng.uniform(1.0, 3.0) + thick / 2) * t
+  v = s[None] - offsets[:, None, None]
+  return dict(orientation=orient, angle=float(angle), thickness=float(thick), motion=motion,
+              offset0=float(offsets[0]), offset1=float(offsets[-1])), np.abs(v) < thick / 2, u, v
+
+
+def _propose_region(amodal, cents, rad, rng):
+  """A large slab sliding in from a frame edge: s < edge_t + wave(u), s the depth from that edge (tilted up to 15
+  degrees), the edge straight or wavy; it stops over part of the object. The edge's depth never drops below the
+  wave's amplitude + 1, so the slab always touches its frame edge."""
+  f, h, w = amodal.shape
+  side = ('top', 'bottom', 'left', 'right')[int(rng.integers(4))]
+  origin, normal = {'top': ((0, w / 2), np.pi / 2), 'bottom': ((h - 1, w / 2), -np.pi / 2),
+                    'left': ((h / 2, 0), 0.0), 'right': ((h / 2, w - 1), np.pi)}[side]
+  angle = normal + rng.uniform(-1, 1) * np.pi / 12
+  s, u = _frame_coords(h, w, origin, angle)
+  wavy = rng.random() < 0.5
+  amp = rng.uniform(0.03, 0.12) * min(h, w) if wavy else 0.0
+  wave = amp * np.sin(2 * np.pi * u / (rng.uniform(0.3, 1.0) * min(h, w)) + rng.uniform(0, 2 * np.pi))
+  depth = (cents - np.asarray(origin)) @ np.array([np.sin(angle), np.cos(angle)])
+  start = amp + 1.0
+  end = max(start, depth.mean() + rad * rng.uniform(-1.2, 1.2))
+  ramp = np.minimum(np.linspace(0, 1, f) / rng.uniform(0.3, 1.0), 1.0)
+  edges = start + (end - start) * ramp
+  v = s[None] - wave[None] - edges[:, None, None]
+  return dict(side=side, angle=float(angle), wavy=bool(wavy), amplitude=float(amp), edge0=float(edges[0]),
+              edge1=float(edges[-1])), v < 0, u, v
+
+
+def place_drawn(amodal: np.ndarray, kind: str, cfg: SynthConfig, rng: np.random.Generator, difficulty: str,
+                avoid: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+  """A drawn occluder ('bar' or 'region') over the (F,H,W) object masks, its geometry found by the band search
+  of the cut-out occluders, painted away from the object's mean colour `avoid`.
+
+  -> occluder rgb (F,H,W,3), occluder mask (F,H,W), placement parameters."""
+  area_obj = amodal.sum(axis=(1, 2)).mean()
+  cents = _centroids(amodal)
+  rad = np.sqrt(area_obj / np.pi)
+  band = _band(cfg, rng, difficulty)
+  propose_kind = _propose_bar if kind == 'bar' else _propose_region
+
+  def propose(_):
+    params, mask, u, v = propose_kind(amodal, cents, rad, rng)
+    return (params, mask, u, v), np.logical_and(amodal, mask).sum(axis=(1, 2))
+
+  (params, mask, u, v), _ = _best_placement(amodal, band, cfg.candidates, propose)
+  rgb, texture = _paint(np.broadcast_to(u, mask.shape), v, rng, avoid)
+  rgb = np.where(mask[..., None], rgb, np.uint8(0))
+  return rgb, mask, dict(params, texture=texture, goal=float(band[2]), requested=difficulty)
+
+
 def cut_occluder(frames: np.ndarray, masks: np.ndarray, max_side: int) -> _Patch:
   """Crops an occluder clip to its union box and shrinks it so the longer side is at most `max_side`."""
   y0, x0, y1, x1 = bbox(masks)
@@ -325,11 +492,20 @@ def cut_occluder(frames: np.ndarray, masks: np.ndarray, max_side: int) -> _Patch
   return _scaled(_Patch(rgb, m), s) if s < 1.0 else _Patch(rgb, m)
 
 
-def synthesize_clip(frames: np.ndarray, masks: np.ndarray, occ_frames: np.ndarray, occ_masks: np.ndarray,
-                    cfg: SynthConfig, rng: np.random.Generator, difficulty: str | None = None,
-                    frame_indices=None, occluder_frame_indices=None) -> Clip | None:
-  """One clip from F target frames/masks (source resolution) and F occluder frames/masks. None if the object does
-  not fit in an output-aspect crop."""
+def occluder_kind(cfg: SynthConfig, rng: np.random.Generator) -> str:
+  """A clip's occluder kind, drawn by `cfg.occluders`' weights; one kind draws nothing (the default's stream)."""
+  if len(cfg.occluders) == 1:
+    return cfg.occluders[0][0]
+  weights = np.array([w for _, w in cfg.occluders])
+  return cfg.occluders[int(rng.choice(len(weights), p=weights / weights.sum()))][0]
+
+
+def synthesize_clip(frames: np.ndarray, masks: np.ndarray, occ_frames: np.ndarray | None,
+                    occ_masks: np.ndarray | None, cfg: SynthConfig, rng: np.random.Generator,
+                    difficulty: str | None = None, frame_indices=None, occluder_frame_indices=None,
+                    kind: str = 'object') -> Clip | None:
+  """One clip from F target frames/masks (source resolution) and, for the cut-out kinds ('object', 'entering'),
+  F occluder frames/masks (None for the drawn kinds). None if the object does not fit in an output-aspect crop."""
   out_hw = cfg.size
   box = bbox(masks)
   win = crop_window(box, masks.shape[1:], out_hw, cfg.margin, rng) if box else None
@@ -344,8 +520,14 @@ def synthesize_clip(frames: np.ndarray, masks: np.ndarray, occ_frames: np.ndarra
     return None
   if difficulty is None:
     difficulty = 'hard' if rng.random() < cfg.hard_fraction else 'easy'
-  patch = cut_occluder(occ_frames, occ_masks, max_side=2 * max(out_hw))
-  occ_rgb, occ_mask, placement = place_occluder(ta, patch, cfg, rng, difficulty)
+  if kind in ('bar', 'region'):
+    occ_rgb, occ_mask, placement = place_drawn(ta, kind, cfg, rng, difficulty, avoid=tf[ta].mean(axis=0))
+    occluder_frame_indices = np.full(len(tf), -1)   # no source frames
+  else:
+    patch = cut_occluder(occ_frames, occ_masks, max_side=2 * max(out_hw))
+    occ_rgb, occ_mask, placement = place_occluder(ta, patch, cfg, rng, difficulty,
+                                                  motions=('enter',) if kind == 'entering' else MOTIONS)
+  placement['occluder_kind'] = kind
   occluded, amodal, visible = compose(tf, ta, occ_rgb, occ_mask)
   rates = occlusion_rates(ta, occ_mask)
   placement['crop'] = [y0, x0, ch, cw]
@@ -397,8 +579,11 @@ def synthesize_track(track, pick_occluder, cfg: SynthConfig, rng: np.random.Gene
       report(track.key, str(e))
       bad.update([int(e.index)] if e.index is not None else idx.tolist())
       continue
+    kind = occluder_kind(cfg, rng)
     clip = None
-    for _ in range(cfg.occluder_tries):
+    if kind in ('bar', 'region'):   # drawn: no occluder track
+      clip = synthesize_clip(frames, tmasks, None, None, cfg, rng, frame_indices=idx, kind=kind)
+    for _ in range(cfg.occluder_tries if kind in ('object', 'entering') else 0):
       occ = pick_occluder(rng)
       if occ is None:
         break
@@ -414,7 +599,8 @@ def synthesize_track(track, pick_occluder, cfg: SynthConfig, rng: np.random.Gene
       except FrameError as e:  # a bad occluder frame: report it, try another occluder
         report(occ.key, str(e))
         continue
-      clip = synthesize_clip(frames, tmasks, of, ofm, cfg, rng, frame_indices=idx, occluder_frame_indices=oidx)
+      clip = synthesize_clip(frames, tmasks, of, ofm, cfg, rng, frame_indices=idx, occluder_frame_indices=oidx,
+                             kind=kind)
       if clip is not None:
         clip.placement['occluder'] = occ
       break  # None means the target does not fit the crop: another occluder will not help

@@ -27,7 +27,7 @@ import numpy as np
 
 from data_prep import chunks
 from data_prep.captions import source_caption
-from data_prep.occlusion import SynthConfig, synthesize_track
+from data_prep.occlusion import OBJECT_ONLY, SynthConfig, synthesize_track
 from data_prep.pool import WorkerPool
 from data_prep.sources.base import FrameError, Source, VideoError
 from tgvac_jax.data import schema
@@ -48,6 +48,8 @@ class BuildConfig:
   def to_json(self) -> dict:
     d = dataclasses.asdict(self)
     d['synth'] = {k: list(v) if isinstance(v, tuple) else v for k, v in d['synth'].items()}
+    if self.synth.occluders == OBJECT_ONLY:   # the default: builds from before the occluder kinds keep theirs
+      del d['synth']['occluders']
     return d
 
 

@@ -86,7 +86,8 @@ def build_procedural(c, out: Path, *, seed: int, num_videos: int, size: int, cli
   background, second_sprite_prob)."""
   source = ProceduralSource(num_videos=num_videos, size=size, min_frames=clip_len + 4, max_frames=clip_len + 16,
                             seed=seed, **c.data.procedural.to_dict())
-  cfg = BuildConfig(synth=SynthConfig(clip_len=clip_len, resolution=size, clips_per_track=clips_per_track),
+  cfg = BuildConfig(synth=SynthConfig(clip_len=clip_len, resolution=size, clips_per_track=clips_per_track,
+                                    occluders=c.data.occluders),
                     seed=seed)
   existed = out.is_dir()
   result = build(source, cfg, str(out), progress=False)
