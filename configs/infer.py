@@ -49,6 +49,7 @@ def get_config():
   c.seed = 0
   c.select = 'coverage'      # coverage | stability | first: which hypothesis is written (no ground truth needed)
   c.keep_samples = False     # also write every hypothesis under samples/<k>/
+  c.keep_visible = True      # visible part as observed: the input's pixels there, amodal mask ⊇ visible mask
   c.preview_height = 256     # side-by-side mp4/GIF panel height
   c.fps = 10.0               # for frame folders (video files keep theirs)
   c.overwrite = False        # redo outputs that exist (else a rerun skips them)

@@ -67,15 +67,18 @@ def test_frame_folder_and_masks(tmp_path, infer_config):
   assert not (tmp_path / 'out' / 'visible_mask').exists()
   assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []
 
-  # the same completion through the library: resize in, complete (seed 0), map back
+  # the same completion through the library: resize in, complete (seed 0), map back, and the visible part as
+  # observed (keep_visible): the input's pixels where the object is visible, the mask a superset of the visible one
   completer = job.load_completer(c)
   pl = resize.placement((20, 24), 16, completer.size_multiple, 'pad')
-  f, m = resize.to_model(frames, labels > 0, pl)
+  visible = labels > 0
+  f, m = resize.to_model(frames, visible, pl)
   ref = completer(f, m, 'a red ball', seed=0)
   rgb, mask = resize.from_model(ref.rgb, ref.mask, pl)
+  assert (rgb[visible] != frames[visible]).any() and (visible & ~mask).any()   # so keep_visible changes something
   objects = np.stack([_png(tmp_path / 'out' / 'object' / f'{i:05d}.png') for i in range(5)])
-  np.testing.assert_array_equal(objects[..., :3], rgb)
-  np.testing.assert_array_equal(objects[..., 3] > 0, mask)
+  np.testing.assert_array_equal(objects[..., :3], np.where(visible[..., None], frames, rgb))
+  np.testing.assert_array_equal(objects[..., 3] > 0, mask | visible)
 
 
 def test_mp4_with_palette_masks(tmp_path, infer_config):

@@ -48,6 +48,7 @@ class InferSettings:
   preview_height: int = 256    # side-by-side mp4/GIF panel height (never above the input's)
   fps: float = 10.0            # for frame folders; video files keep their own
   overwrite: bool = False      # redo sequences whose folder exists
+  keep_visible: bool = True    # the visible part is observed: write the input's pixels there, and in the mask
 
   def __post_init__(self):
     if self.fit not in resize.FITS:
@@ -141,6 +142,12 @@ def _info(p: _Planned, completer: AmodalCompleter, settings: InferSettings, seed
       **(record or {})}
 
 
+def _observed(rgb: np.ndarray, amodal: np.ndarray, frames: np.ndarray, visible: np.ndarray):
+  """The completion with the visible part as observed: amodal ⊇ visible by definition, and the model's decoded
+  pixels there are a lossy copy of what the input shows (at the input size, not the model's)."""
+  return np.where(visible[..., None], frames, rgb), amodal | visible
+
+
 def _finish(out_dir: Path, p: _Planned, clip, rgb: np.ndarray, amodal: np.ndarray, visible: np.ndarray,
             completer: AmodalCompleter, settings: InferSettings, timings: dict, record: dict | None) -> None:
   """One video's hypotheses (S, N, ...) at the canvas -> the chosen one (and all, with keep_samples) at the
@@ -149,6 +156,8 @@ def _finish(out_dir: Path, p: _Planned, clip, rgb: np.ndarray, amodal: np.ndarra
   chosen = hypotheses.choose(scores, settings.select)
   keep = range(len(rgb)) if settings.keep_samples else [chosen]
   back = {k: resize.from_model(rgb[k], amodal[k], p.placement) for k in keep}
+  if settings.keep_visible:
+    back = {k: _observed(*b, clip.frames, clip.visible) for k, b in back.items()}
   samples = tuple(np.stack([back[k][j] for k in keep]) for j in (0, 1)) if settings.keep_samples else None
   fps = clip.fps or settings.fps
   seeds = [settings.seed + k for k in range(settings.num_samples)]
