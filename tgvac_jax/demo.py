@@ -353,7 +353,8 @@ def run(c) -> None:
   logging.info('[demo] pipeline checkpoint: %s', motion_model)
 
   # the held-out clips as an amodal root, and every row's predictions under eval/<model and sampler fingerprint>/
-  key = _fingerprint(fp, c.sample.to_dict(), c.eval.to_dict())
+  # (configs/infer.py's defaults are in it: a row's completions are that job's output)
+  key = _fingerprint(fp, c.sample.to_dict(), c.eval.to_dict(), infer_config.get_config().to_dict())
   ablation = workdir / 'ablation'
   printed = []
   if 'ablation' in c.parts:
