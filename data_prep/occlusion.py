@@ -420,7 +420,7 @@ def _frame_coords(h: int, w: int, origin, angle: float):
 
 def _propose_bar(amodal, cents, rad, rng):
   """A bar or post through the object: a band |s - offset_t| < thickness / 2 across the whole frame, still or
-  sweeping across the object along its normal. -> (params, per-frame mask function)."""
+  sweeping across the object along its normal. -> (params, (F,H,W) mask, u, v: its texture coordinates)."""
   f, h, w = amodal.shape
   orient = ('vertical', 'horizontal', 'slanted')[int(rng.integers(3))]
   angle = {'vertical': 0.0, 'horizontal': np.pi / 2}.get(orient, rng.choice((-1, 1)) * rng.uniform(0.35, 1.22))
@@ -442,7 +442,7 @@ def _propose_bar(amodal, cents, rad, rng):
 def _propose_region(amodal, cents, rad, rng):
   """A large slab sliding in from a frame edge: s < edge_t + wave(u), s the depth from that edge (tilted up to 15
   degrees), the edge straight or wavy; it stops over part of the object. The edge's depth never drops below the
-  wave's amplitude + 1, so the slab always touches its frame edge."""
+  wave's amplitude + 1, so the slab always touches its frame edge. -> (params, (F,H,W) mask, u, v)."""
   f, h, w = amodal.shape
   side = ('top', 'bottom', 'left', 'right')[int(rng.integers(4))]
   origin, normal = {'top': ((0, w / 2), np.pi / 2), 'bottom': ((h - 1, w / 2), -np.pi / 2),
