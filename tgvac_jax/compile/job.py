@@ -16,7 +16,8 @@ import time
 
 from tgvac_jax import config_keys
 from tgvac_jax.compile import chips
-from tgvac_jax.compile.report import GIB, Report, cpu_custom_calls, flops, report
+from tgvac_jax.compile.flops import count_traced
+from tgvac_jax.compile.report import GIB, Report, cpu_custom_calls, report
 from tgvac_jax.files import atomic_folder
 
 TRAIN_PROGRAMS = ('train_step', 'encode')
@@ -160,22 +161,33 @@ def run(config) -> None:
 
   reports, lines = [], []
   for program, mesh, cfg in built:
-    print(f'  {program.name}: lowering and compiling for {len(devices)} devices ...', flush=True)
+    print(f'  {program.name}: tracing, lowering and compiling for {len(devices)} devices ...', flush=True)
     t0 = time.perf_counter()
-    compiled = program.lower(mesh).compile()
-    compile_s = time.perf_counter() - t0
+    traced = program.trace(mesh)
+    counted = count_traced(traced)
+    t1 = time.perf_counter()
+    lowered = traced.lower()
+    t2 = time.perf_counter()
+    compiled = lowered.compile()
+    times = {'trace': t1 - t0, 'lower': t2 - t1, 'compile': time.perf_counter() - t2}
+    del lowered
     calls = cpu_custom_calls(compiled.as_text())
     if calls and devices[0].platform != 'cpu':
       raise RuntimeError(f'{program.name}: CPU kernels {calls} in a {devices[0].platform} program')
-    model_flops = None
-    if program.name == 'train_step' and cfg.remat != 'none':  # the model FLOPs count no recomputation
+    model = counted
+    if program.name == 'train_step' and cfg.remat != 'none':  # model FLOPs: the same step traced without remat
       twin = cfg.copy_and_resolve_references()
       twin.remat = 'none'
-      model_flops = flops(programs.train_step(twin, mesh).lower(mesh).compile()) * len(devices)
-    r = report(program.name, topology, compiled, model_flops, compile_s, program.examples, peak, len(devices))
+      model = count_traced(programs.train_step(twin, mesh).trace(mesh))
+    r = report(program.name, topology, compiled, model.total, counted.total, times, program.examples, peak,
+               len(devices))
     reports.append(r)
     lines.append(r.line())
     print('  ' + r.line(), flush=True)
+    if counted.opaque or counted.unknown_trips:
+      lines.append(f'  -> FLOPs not counted: {dict(counted.opaque)} kernel calls, {counted.unknown_trips} while loops '
+                   'counted once')
+      print(lines[-1], flush=True)
     tip = advice(r, cfg)
     if tip:
       print(tip, flush=True)

@@ -45,9 +45,10 @@ class Program:
   kwargs: dict = dataclasses.field(default_factory=dict)
   examples: int = 0          # images or clips per call (for the report)
 
-  def lower(self, mesh: Mesh):
+  def trace(self, mesh: Mesh):
+    """The traced program (its jaxpr for the FLOP count; `.lower()` for XLA)."""
     with target.compiling_for(mesh):
-      return self.jitted.lower(*self.args, **self.kwargs)
+      return self.jitted.trace(*self.args, **self.kwargs)
 
 
 def _abstract(tree, shardings):

@@ -137,14 +137,15 @@ class Report:
   code_bytes: int
   hbm_bytes: int                 # per device: arguments + outputs - donated aliases + temporaries + code
   hbm_capacity: int
-  flops: float                   # per step, all devices, as compiled (recomputation included)
-  model_flops: float             # per step, all devices, without recomputation
+  flops: float                   # per step, all devices: the jaxpr's products, remat's recomputation included
+  model_flops: float             # per step, all devices: the same without recomputation (flops.py)
+  compiled_flops: float          # XLA's cost_analysis of one device's program x devices (see docs/scale.md)
   bytes_accessed: float          # per device
   collectives: dict
   compute_s: float
   memory_s: float
   ici_s: float
-  compile_s: float
+  compile_s: dict                # seconds: trace (and FLOP count), lower, compile
   peak_flops: float              # per device (chip), dense bf16
   attention: str = 'xla'
 
@@ -168,11 +169,13 @@ class Report:
     fit = 'fits' if self.fits else f'DOES NOT FIT (over by {(self.hbm_bytes - self.hbm_capacity) / GIB:.2f} GiB)'
     return (f'{self.program} on {self.topology}: {self.hbm_bytes / GIB:.2f} of {self.hbm_capacity / GIB:.0f} GiB HBM '
             f'per device ({fit}; args {self.argument_bytes / GIB:.2f}, temp {self.temp_bytes / GIB:.2f}), '
-            f'{self.model_flops / 1e12:.2f} model TFLOP/step, collectives {coll / GIB:.3f} GiB/device '
+            f'{self.model_flops / 1e12:.2f} model TFLOP/step (XLA: {self.compiled_flops / 1e12:.2f}), '
+            f'collectives {coll / GIB:.3f} GiB/device '
             f'(AG {c["all-gather"]["count"]:.0f}, RS {c["reduce-scatter"]["count"]:.0f}, '
             f'AR {c["all-reduce"]["count"]:.0f}, A2A {c["all-to-all"]["count"]:.0f}), roofline '
             f'{self.step_s * 1e3:.1f} ms ({self._bound()}-bound), MFU ceiling {100 * self.mfu_ceiling:.0f}%, '
-            f'compiled in {self.compile_s:.0f} s')
+            f'traced {self.compile_s["trace"]:.0f} s, lowered {self.compile_s["lower"]:.0f} s, '
+            f'compiled {self.compile_s["compile"]:.0f} s')
 
   def _bound(self) -> str:
     return max((self.compute_s, 'compute'), (self.memory_s, 'HBM'), (self.ici_s, 'ICI'))[1]
@@ -192,11 +195,11 @@ def flops(compiled) -> float:
   return float(cost(compiled).get('flops', 0.0))
 
 
-def report(program: str, topology: Topology, compiled, model_flops: float | None, compile_s: float, examples: int,
-           peak: float, devices: int, attention: str = 'xla') -> Report:
-  """The Report of one compiled program (`model_flops`: None -> the compiled count)."""
+def report(program: str, topology: Topology, compiled, model_flops: float, traced_flops: float, compile_s: dict,
+           examples: int, peak: float, devices: int, attention: str = 'xla') -> Report:
+  """The Report of one compiled program; FLOPs from its jaxpr (`flops.count_traced`), shared evenly by the devices
+  in the roofline."""
   mem = compiled.memory_analysis()
-  total = flops(compiled) * devices
   accessed = float(cost(compiled).get('bytes accessed', 0.0))
   hbm = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
          + mem.generated_code_size_in_bytes)
@@ -207,8 +210,9 @@ def report(program: str, topology: Topology, compiled, model_flops: float | None
              devices=devices, examples=examples, argument_bytes=mem.argument_size_in_bytes,
              output_bytes=mem.output_size_in_bytes, alias_bytes=mem.alias_size_in_bytes,
              temp_bytes=mem.temp_size_in_bytes, code_bytes=mem.generated_code_size_in_bytes, hbm_bytes=hbm,
-             hbm_capacity=int(chip.hbm_gib * GIB), flops=total,
-             model_flops=total if model_flops is None else model_flops, bytes_accessed=accessed, collectives=coll,
-             compute_s=total / devices / peak, memory_s=accessed / (chip.hbm_gb_s * 1e9),
+             hbm_capacity=int(chip.hbm_gib * GIB), flops=traced_flops,
+             model_flops=model_flops, compiled_flops=flops(compiled) * devices, bytes_accessed=accessed,
+             collectives=coll,
+             compute_s=traced_flops / devices / peak, memory_s=accessed / (chip.hbm_gb_s * 1e9),
              ici_s=sum(v['bytes'] for v in coll.values()) / (chip.ici_gb_s * 1e9), compile_s=compile_s,
              peak_flops=peak, attention=attention)
