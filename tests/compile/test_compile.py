@@ -273,3 +273,22 @@ def test_a_step_over_hbm_gets_one_line_with_what_would_fit():
   assert 'over by 8.00 GiB per device' in line and 'remat=full' in line and 'optim.grad_accum=2 ' in line
   assert 'DOES NOT FIT (over by 8.00 GiB)' in r.line()
   assert job.advice(dataclasses.replace(r, hbm_bytes=15 * GIB), config) == ''
+
+
+def test_windowed_einsum_loops_count_every_trip(tpu_devices):
+  """An FSDP-split weight times a batch-split input: TPU's partitioner fuses the weight's all-gather into the product
+  as a loop of collective-permutes (windowed einsum) with no known_trip_count. Each device must receive the 7
+  shards it lacks, so it sends at least 7/8 of the weight; counted once per loop (as XLA's cost_analysis counts a
+  loop's FLOPs) it would seem to send 5/8. XLA's FLOPs of the same program show that undercount."""
+  mesh = Mesh(np.asarray(tpu_devices), ('fsdp',))
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('fsdp'))
+  x = jax.ShapeDtypeStruct((8 * 1024, 2048), jnp.bfloat16, sharding=split)
+  w = jax.ShapeDtypeStruct((2048, 2048), jnp.bfloat16, sharding=split)
+  compiled = jax.jit(lambda x, w: jnp.tanh(x @ w)).lower(x, w).compile()
+  hlo = compiled.as_text()
+  assert ' while(' in hlo and 'windowed_dot_general' in hlo
+  c = collectives(hlo, 8)
+  weight = 2048 * 2048 * 2
+  sent = sum(v['bytes'] for v in c.values())
+  assert 7 / 8 * weight <= sent <= 2 * weight
+  assert 8 * flops(compiled) < 0.6 * 2 * x.shape[0] * 2048 * 2048

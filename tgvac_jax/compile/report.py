@@ -1,9 +1,12 @@
 """What a compiled program costs on its chip: HBM per device and whether it fits, FLOPs, the collectives of its
 optimized HLO, and a roofline lower bound on its step time.
 
-Collectives are read from `compiled.as_text()`, each weighted by how often it runs (while loops with a known trip
-count: the sampler's 30 steps, `lax.map` over frames). TPU's XLA writes a reduce-scatter as an all-reduce inside a
-fusion named `all-reduce-scatter*` (the scatter is its dynamic slice); it is counted as the reduce-scatter it is.
+Collectives are read from `compiled.as_text()`, each weighted by how often it runs: while loops by their known trip
+count (the sampler's 30 steps, `lax.map` over frames) or, without one, by their counter (the windowed einsum loops
+in which TPU's partitioner fuses FSDP's weight all-gathers into the products as collective-permutes). XLA's
+cost_analysis counts such a loop once, which is why FLOPs come from the jaxpr (`flops.py`) and its HBM bytes are a
+lower bound. TPU's XLA writes a reduce-scatter as an all-reduce inside a fusion named `all-reduce-scatter*` (the
+scatter is its dynamic slice); it is counted as the reduce-scatter it is.
 Bytes are what one device sends over ICI, for ring algorithms over n devices: all-gather (n-1)/n of its result,
 reduce-scatter and all-to-all (n-1)/n of their input, all-reduce twice that.
 """
@@ -27,6 +30,7 @@ _INSTR = re.compile(r'^\s*(ROOT )?%?[\w.\-]+ = (.*?) ([a-z][\w\-]*)\((.*)$')
 _CALLS = re.compile(r'(?:calls|body|to_apply|branch_computations|true_computation|false_computation)='
                     r'\{?([^}\s,]+(?:, %[\w.\-]+)*)')
 _TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"')
+_COND = re.compile(r'condition=%?([\w.\-]+)')
 # the CPU kernels' FFI targets (models/cpu_conv.py, cpu_attention.py register them for the CPU platform only)
 CPU_CALL = re.compile(r'custom_call_target="(tgvac_\w*)"')
 
@@ -60,6 +64,57 @@ def _kind(opcode: str, computation: str) -> str | None:
   return op if op in KINDS else None
 
 
+def _defs(lines: list[str]) -> dict[str, str]:
+  """Instruction name -> its line, of one computation."""
+  return {m.group(1): line for line in lines if (m := re.match(r'\s*(?:ROOT )?%?([\w.\-]+) = ', line))}
+
+
+def _operands(line: str, opcode: str) -> list[str]:
+  m = re.search(opcode + r'\(([^)]*)\)', line)
+  return [re.sub(r'/\*.*?\*/', '', o).strip().lstrip('%') for o in m.group(1).split(',')] if m else []
+
+
+def _const(name: str, defs: dict[str, str]) -> int | None:
+  """The integer constant `name` holds, through copies."""
+  line = defs.get(name, '')
+  m = re.search(r' constant\((-?\d+)\)', line)
+  if m:
+    return int(m.group(1))
+  copied = _operands(line, 'copy')
+  return _const(copied[0], defs) if len(copied) == 1 else None
+
+
+def _index(line: str | None) -> int | None:
+  m = re.search(r'get-tuple-element\(.*index=(\d+)', line or '')
+  return int(m.group(1)) if m else None
+
+
+def _counted_trips(while_line: str, caller: list[str], comps: dict[str, list[str]]) -> int:
+  """Trips of a while loop without a known_trip_count (XLA's windowed einsum loops: an all-gather or
+  reduce-scatter fused into a loop of collective-permutes and partial products) from its counter: `i < limit` in
+  the condition, `i + step` in the body, i's start in the loop's initial tuple. 1 when it is not of that form."""
+  cond, body = _COND.search(while_line), re.search(r'body=%?([\w.\-]+)', while_line)
+  if not cond or not body:
+    return 1
+  cdefs, bdefs = _defs(comps.get(cond.group(1), [])), _defs(comps.get(body.group(1), []))
+  root = next((line for line in comps.get(cond.group(1), []) if line.lstrip().startswith('ROOT')), '')
+  ops = _operands(root, 'compare')
+  if 'direction=LT' not in root or len(ops) != 2:
+    return 1
+  i, limit = _index(cdefs.get(ops[0])), _const(ops[1], cdefs)
+  body_root = next((line for line in comps.get(body.group(1), []) if line.lstrip().startswith('ROOT')), '')
+  outs = _operands(body_root, 'tuple')
+  if i is None or limit is None or i >= len(outs):
+    return 1
+  step = next((c for o in _operands(bdefs.get(outs[i], ''), 'add') if (c := _const(o, bdefs))), None)
+  defs = _defs(caller)
+  init = _operands(defs.get(_operands(while_line, 'while')[0], ''), 'tuple')
+  start = _const(init[i], defs) if i < len(init) else None
+  if not step or start is None:
+    return 1
+  return max(0, -(-(limit - start) // step))
+
+
 def collectives(hlo: str, devices: int) -> dict[str, dict[str, float]]:
   """{kind: {'count', 'bytes'}} per execution of the program, per device (see the module docstring)."""
   body: dict[str, list[str]] = defaultdict(list)
@@ -78,10 +133,11 @@ def collectives(hlo: str, devices: int) -> dict[str, dict[str, float]]:
   for comp, lines in body.items():
     for line in lines:
       trip = _TRIP.search(line)
+      trips = int(trip.group(1)) if trip else _counted_trips(line, lines, body) if ' while(' in line else 1
       for group in _CALLS.findall(line):
         for callee in re.findall(r'%?([\w.\-]+)', group):
           is_body = f'body=%{callee}' in line or f'body={callee}' in line
-          edges[comp].append((callee, int(trip.group(1)) if trip and is_body else 1))
+          edges[comp].append((callee, trips if is_body else 1))
   runs: dict[str, float] = defaultdict(float)
   order, seen = [], set()
 
@@ -172,7 +228,8 @@ class Report:
             f'{self.model_flops / 1e12:.2f} model TFLOP/step (XLA: {self.compiled_flops / 1e12:.2f}), '
             f'collectives {coll / GIB:.3f} GiB/device '
             f'(AG {c["all-gather"]["count"]:.0f}, RS {c["reduce-scatter"]["count"]:.0f}, '
-            f'AR {c["all-reduce"]["count"]:.0f}, A2A {c["all-to-all"]["count"]:.0f}), roofline '
+            f'AR {c["all-reduce"]["count"]:.0f}, A2A {c["all-to-all"]["count"]:.0f}, '
+            f'CP {c["collective-permute"]["count"]:.0f}), roofline '
             f'{self.step_s * 1e3:.1f} ms ({self._bound()}-bound), MFU ceiling {100 * self.mfu_ceiling:.0f}%, '
             f'traced {self.compile_s["trace"]:.0f} s, lowered {self.compile_s["lower"]:.0f} s, '
             f'compiled {self.compile_s["compile"]:.0f} s')
