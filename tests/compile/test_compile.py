@@ -261,8 +261,8 @@ def test_paper_scale_step_fits(tmp_path, train, topology, overrides):
 def test_a_step_over_hbm_gets_one_line_with_what_would_fit():
   """The advice line's arithmetic: over by hbm - capacity; grad_accum halves the activations until they fit in what
   the state leaves free (here 20 GiB of activations, 16 - 4 GiB free: 2 micro-steps)."""
-  from tgvac_jax.compile.report import GIB, Report  # pylint: disable=import-outside-toplevel
-  none = {k: {'count': 0, 'bytes': 0} for k in ('all-gather', 'reduce-scatter', 'all-reduce', 'all-to-all')}
+  from tgvac_jax.compile.report import GIB, KINDS, Report  # pylint: disable=import-outside-toplevel
+  none = {k: {'count': 0, 'bytes': 0} for k in KINDS}
   r = Report(program='train_step', topology='v5e-8', devices=8, examples=16, argument_bytes=4 * GIB,
              output_bytes=0, alias_bytes=0, temp_bytes=20 * GIB, code_bytes=0, hbm_bytes=24 * GIB,
              hbm_capacity=16 * GIB, flops=1e12, model_flops=1e12, compiled_flops=1e12, bytes_accessed=1e9,
