@@ -138,3 +138,22 @@ def test_sd15_unet_and_vae_encoder_match_pytorch_flop_counter():
       traced = jax.jit(fn).trace(*args)
       assert count_traced(traced, padding_taps=True).total == pytest.approx(reference[name], rel=1e-3)
       assert count_traced(traced).total < 0.99 * reference[name]
+
+
+def test_remat_adds_at_most_one_forward_to_the_tiny_motion_step():
+  """Traced only (seconds): remat's recomputation is in the jaxpr, more of it for remat=full than for remat=motion,
+  and never more than one forward pass, which is at most half a training step (the backward is at least as costly).
+  The compile job's model FLOPs are the remat=none count."""
+  pytest.importorskip('libtpu', reason='the TPU paths are traced for abstract TPU devices')
+  from configs import motion  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.compile import chips, job, programs  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train.sharding import make_mesh  # pylint: disable=import-outside-toplevel
+  devices = chips.devices(chips.parse('v5e-8'))
+  counts = {}
+  for remat in ('none', 'motion', 'full'):
+    c = motion.get_config('tiny')
+    job.apply_overrides(c, 'mesh.fsdp=8,data.size=16,data.clip_len=4,model.unet_channels=(32,),model.text_width=32,'
+                        f'model.text_layers=1,data.cached_latents=latents/,remat={remat}', 'tiny')
+    mesh = make_mesh(c.mesh, devices)
+    counts[remat] = count_traced(programs.train_step(c, mesh).trace(mesh)).total
+  assert counts['none'] < counts['motion'] < counts['full'] <= 1.5 * counts['none']
