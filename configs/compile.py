@@ -28,5 +28,7 @@ def get_config():
   c.programs = ''          # '' = all: train_step,encode (training config) or sampler (inference config)
   c.frames = 14            # sampler: frames per video, one per device (one window at the paper's settings)
   c.resolution = 256       # sampler: square frame size when the inference config's resolution is 0
+  c.effort = 0.0           # XLA's exec_time_optimization_effort, -1..1: -1 compiles SD-1.5's step with ~1/3 the CPU
+                           # time, but its memory is not what a pod compiles (default 0): a first look only
   c.out = 'out/compile'    # compile.json goes here
   return c

@@ -208,6 +208,13 @@ def test_bad_mesh_batch_or_override_names_the_valid_values(tmp_path, topology, o
   assert not (tmp_path / 'out').exists()
 
 
+def test_effort_outside_xla_range_is_refused(tmp_path):
+  c = compile_config(tmp_path, train=os.path.join(ROOT, 'configs/frame.py'), overrides='mesh.fsdp=8', effort=-2.0)
+  with pytest.raises(ValueError, match=r"effort -2.0 is outside XLA's range -1.0 .. 1.0"):
+    job.run(c)
+  assert not (tmp_path / 'out').exists()
+
+
 def test_topology_names_match_cloud_tpu_and_name_the_closest():
   assert chips.parse('v4-8').chips == 4 and chips.parse('v5p-128').chips == 64
   assert chips.parse('v5e-32').shape == (4, 8) and chips.parse('v5litepod-256').chips == 256
@@ -219,8 +226,9 @@ def test_topology_names_match_cloud_tpu_and_name_the_closest():
 def test_report_json_written_atomically(tmp_path, tpu_devices):
   """The job end to end in-process on the tiny frame config: one line per program and compile.json."""
   job.run(compile_config(tmp_path, train=os.path.join(ROOT, 'configs/frame.py:tiny'), overrides=TINY,
-                         programs='encode'))
+                         programs='encode', effort=-1.0))
   result = json.loads((tmp_path / 'out' / 'compile.json').read_text())
+  assert result['effort'] == -1.0
   (r,) = result['programs']
   assert r['program'] == 'encode' and r['fits'] and r['devices'] == 8 and r['flops'] > 0
   # weights replicated, the batch split: each device encodes its own images, nothing is gathered (before

@@ -130,6 +130,10 @@ def run(config) -> None:
                      f'choose from {", ".join(valid)}')
   if c.train:
     check_mesh(target_config.mesh, topology)
+  effort = float(c.effort)
+  if not -1.0 <= effort <= 1.0:
+    raise ValueError(f'effort {effort} is outside XLA\'s range -1.0 .. 1.0 (0: what a pod compiles)')
+  options = {'exec_time_optimization_effort': effort} if effort else None
 
   devices = chips.devices(topology)
   import jax  # pylint: disable=import-outside-toplevel  (after chips.devices put JAX on the CPU backend)
@@ -168,7 +172,7 @@ def run(config) -> None:
     t1 = time.perf_counter()
     lowered = traced.lower()
     t2 = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = lowered.compile(options)
     times = {'trace': t1 - t0, 'lower': t2 - t1, 'compile': time.perf_counter() - t2}
     del lowered
     calls = cpu_custom_calls(compiled.as_text())
@@ -195,7 +199,7 @@ def run(config) -> None:
     del compiled
 
   result = {'topology': topology.name, 'num_slices': topology.num_slices, 'devices': len(devices),
-            'device_kind': devices[0].device_kind, 'config': spec, 'overrides': c.overrides,
+            'device_kind': devices[0].device_kind, 'config': spec, 'overrides': c.overrides, 'effort': effort,
             'jax': jax.__version__, 'programs': [r.to_json() for r in reports], 'lines': lines}
   out = atomic_folder(c.out, lambda tmp: (tmp / 'compile.json').write_text(json.dumps(result, indent=1) + '\n'))
   print(f'compile: wrote {out / "compile.json"}', flush=True)
