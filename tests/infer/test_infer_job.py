@@ -74,7 +74,7 @@ def test_frame_folder_and_masks(tmp_path, infer_config):
   visible = labels > 0
   f, m = resize.to_model(frames, visible, pl)
   ref = completer(f, m, 'a red ball', seed=0)
-  rgb, mask = resize.from_model(ref.rgb, ref.mask, pl)
+  rgb, mask = resize.from_model(ref.rgb, pl, completer.config.mask_threshold)
   assert (rgb[visible] != frames[visible]).any() and (visible & ~mask).any()   # so keep_visible changes something
   objects = np.stack([_png(tmp_path / 'out' / 'object' / f'{i:05d}.png') for i in range(5)])
   np.testing.assert_array_equal(objects[..., :3], np.where(visible[..., None], frames, rgb))

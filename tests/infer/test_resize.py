@@ -30,6 +30,8 @@ def test_round_trip_keeps_masks_and_pads_with_edges_and_background():
   top, _, ch, _ = pl.box
   np.testing.assert_array_equal(f[:, 0], f[:, top])          # edge rows repeated into the padding
   assert not m[:, :top].any() and not m[:, top + ch:].any()  # masks padded with background
-  rgb, back = resize.from_model(f, m, pl)
+  objects = np.where(masks[..., None], 0, 255).astype(np.uint8).repeat(3, axis=-1)   # a black object on white
+  rgb, back = resize.from_model(resize.to_model(objects, masks, pl)[0], pl, mask_threshold=0.5)
   assert rgb.shape == frames.shape and back.shape == masks.shape
+  np.testing.assert_array_equal(back, rgb.max(-1) < 0.5 * 255)   # the mask is the resized object's dark pixels
   assert (back == masks).mean() > 0.97                        # a box survives halving and doubling

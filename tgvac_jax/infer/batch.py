@@ -155,7 +155,7 @@ def _finish(out_dir: Path, p: _Planned, clip, rgb: np.ndarray, amodal: np.ndarra
   scores = hypotheses.scores(amodal, visible)
   chosen = hypotheses.choose(scores, settings.select)
   keep = range(len(rgb)) if settings.keep_samples else [chosen]
-  back = {k: resize.from_model(rgb[k], amodal[k], p.placement) for k in keep}
+  back = {k: resize.from_model(rgb[k], p.placement, completer.config.mask_threshold) for k in keep}
   if settings.keep_visible:
     back = {k: _observed(*b, clip.frames, clip.visible) for k, b in back.items()}
   samples = tuple(np.stack([back[k][j] for k in keep]) for j in (0, 1)) if settings.keep_samples else None
