@@ -1,11 +1,12 @@
 """Model FLOPs from a program's jaxpr: 2 x the multiply-adds of every matrix product and convolution, counted on
 the traced program, before XLA sees it.
 
-Why not XLA's `cost_analysis`: it counts what the compiled program does on one device after XLA rewrote it, so it
-moves with the backend, the partitioner and the fusion decisions, and includes remat's recomputation. The jaxpr
-holds the global shapes (all devices together) and exactly the products the model asked for. Elementwise work
-(norms, activations, softmax, the optimizer) is left out, as in the usual MFU convention: it is a few percent of a
-UNet's FLOPs and bound by memory, not by the matrix units.
+Why not XLA's `cost_analysis`: it counts a while loop's body once, and on TPU the partitioner turns FSDP's weight
+all-gathers into such loops (windowed einsum), so it counted 24.9 of the 84.8 TFLOP of `configs/frame_v5e_32.py`'s
+step (docs/scale.md); it also counts one device's program after XLA rewrote it, which moves with the backend and the
+partitioner. The jaxpr holds the global shapes (all devices together) and exactly the products the model asked for.
+Elementwise work (norms, activations, softmax, the optimizer) is left out, as in the usual MFU convention: a few
+percent of SD-1.5's step, and bound by memory, not by the matrix units.
 
 A convolution counts the kernel taps that meet data: taps on zero padding or on the holes of a dilated input (a
 strided convolution's input gradient) multiply nothing, and XLA's count leaves them out too. A `remat2` that
