@@ -78,10 +78,13 @@ def test_quick_demo_writes_every_artifact(quick):
   md = (ablation / 'table.md').read_text()
   assert md in res.stdout and all(name in md for name in table)
   assert len(list((ablation / 'gifs').glob('*.gif'))) == 1
-  assert 'Unseen DAVIS-style clips' in (ablation / 'unseen.md').read_text()
-  unseen = next((workdir / 'unseen').glob('*/completions'))
-  seqs = [p for p in unseen.iterdir() if p.is_dir()]
-  assert seqs and all(len(list((s / 'amodal_mask').glob('*.png'))) == 10 for s in seqs)
+  unseen_md = (ablation / 'unseen.md').read_text()
+  assert 'Unseen DAVIS-style clips' in unseen_md
+  assert 'windows of 4, no overlap' in unseen_md and 'temporal diffusion stride 2' in unseen_md
+  for unseen in (workdir / 'unseen').glob('*/*/completions'):   # the two rows, 10 frames: more than two windows
+    seqs = [p for p in unseen.iterdir() if p.is_dir()]
+    assert seqs and all(len(list((s / 'amodal_mask').glob('*.png'))) == 10 for s in seqs)
+  assert len(list((workdir / 'unseen').glob('*/*/completions'))) == 2
   generator = json.loads((ablation / 'unseen_generator.json').read_text())
   assert list(generator) == ['task', 'full']
   for rows in generator.values():

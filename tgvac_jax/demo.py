@@ -399,11 +399,16 @@ def run(c) -> None:
                                    size=u.size, clip_len=u.clip_len, clips_per_track=1)
     unseen_root = eval_job.export_split(unseen_data, 'train', workdir / 'unseen' / 'davis', 0)
     ukey = _fingerprint(key, u.to_dict())
-    unseen_pred = workdir / 'unseen' / ukey / 'completions'
-    _infer(c, str(motion_model), unseen_root, unseen_pred, window=c.sample.window_length, stride=u.stride)
-    unseen = _score(unseen_root, unseen_pred, workdir / 'unseen' / ukey, 'TGVAC demo model')
-    unseen_table = ablation_table({f'motion stage, stride {u.stride}': unseen},
-                                  f'## Unseen DAVIS-style clips: {u.size}², {u.clip_len} frames ({unseen_root})')
+    w, unseen = c.sample.window_length, {}
+    # clips longer than two windows: does temporal diffusion (stride) beat windows side by side (no overlap)?
+    for stride in dict.fromkeys((w, u.stride)):
+      row = (f'motion stage, windows of {w}, no overlap' if stride == w else
+             f'motion stage, temporal diffusion stride {stride}')
+      unseen_pred = workdir / 'unseen' / ukey / f'stride{stride}' / 'completions'
+      _infer(c, str(motion_model), unseen_root, unseen_pred, window=w, stride=stride)
+      unseen[row] = _score(unseen_root, unseen_pred, unseen_pred.parent, row)
+    unseen_table = ablation_table(unseen, f'## Unseen DAVIS-style clips: {u.size}², {u.clip_len} frames '
+                                          f'({unseen_root})')
     ablation.mkdir(parents=True, exist_ok=True)
     (ablation / 'unseen.md').write_text(unseen_table)
     clock.done('unseen clips')
