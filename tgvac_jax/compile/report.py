@@ -3,7 +3,8 @@ optimized HLO, and a roofline lower bound on its step time.
 
 Collectives are read from `compiled.as_text()`, each weighted by how often it runs: while loops by their known trip
 count (the sampler's 30 steps, `lax.map` over frames) or, without one, by their counter (the windowed einsum loops
-in which TPU's partitioner fuses FSDP's weight all-gathers into the products as collective-permutes). XLA's
+in which TPU's partitioner fuses FSDP's weight all-gathers into the products as collective-permutes; other layers'
+all-gathers that the scheduler sinks into such a loop are weighted the same, an upper bound: docs/scale.md). XLA's
 cost_analysis counts such a loop once, which is why FLOPs come from the jaxpr (`flops.py`) and its HBM bytes are a
 lower bound. TPU's XLA writes a reduce-scatter as an all-reduce inside a fusion named `all-reduce-scatter*` (the
 scatter is its dynamic slice); it is counted as the reduce-scatter it is.
