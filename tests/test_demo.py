@@ -40,7 +40,7 @@ def test_build_procedural_passes_the_knobs(tmp_path, monkeypatch):
       dataset_dir='ds', num_examples={}))
   c = demo_config.get_config('quick')
   c.data.procedural.update(shapes=('ring', 'heart'), spin=False, pulse=True, background='plain', second_sprite_prob=0.0,
-                           renderer='mixed', jpeg_quality=(60, 90))
+                           renderer='mixed', jpeg_quality=(60, 90), shading=0.0)
   assert demo.build_procedural(c, tmp_path, seed=1, num_videos=4, size=16, clip_len=4, clips_per_track=1) == 'ds'
   d = built[0].describe()
   assert (d['shapes'], d['spin'], d['background'], d['second_sprite_prob']) == (['heart', 'ring'], False, 'plain', 0)
