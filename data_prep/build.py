@@ -53,6 +53,9 @@ def parse_args(argv=None):
   p.add_argument('--resolution', type=int, nargs='+', default=[256], help='H [W]')
   p.add_argument('--clips_per_track', type=int, default=5)
   p.add_argument('--hard_fraction', type=float, default=0.5)
+  p.add_argument('--occluders', default='object=1', metavar='KIND=WEIGHT,...',
+                 help="occluder kinds drawn per clip by weight, of object, entering, bar, region "
+                      "(e.g. 'object=0.4,entering=0.2,bar=0.2,region=0.2'; data_prep/occlusion.py)")
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--val_fraction', type=float, default=0.2)
   p.add_argument('--image_format', choices=('png', 'jpeg'), default='png', help='occluded frames')
@@ -75,6 +78,15 @@ def parse_args(argv=None):
                  help='build as an Apache Beam pipeline with these options, e.g. runner=DirectRunner')
   p.add_argument('--quiet', action='store_true')
   return p.parse_args(argv)
+
+
+def _occluders(text: str) -> tuple[tuple[str, float], ...]:
+  """'object=0.4,bar=0.6' -> (('object', 0.4), ('bar', 0.6)); SynthConfig checks the kinds and weights."""
+  try:
+    return tuple((k.strip(), float(w)) for k, w in (item.split('=') for item in text.split(',')))
+  except ValueError:
+    raise ValueError(f'--occluders {text!r}: expected KIND=WEIGHT pairs separated by commas, '
+                     "e.g. 'object=0.4,entering=0.2,bar=0.2,region=0.2'") from None
 
 
 def main(argv=None) -> int:
@@ -102,14 +114,16 @@ def main(argv=None) -> int:
     print(f'error: --source {a.source} needs --root', file=sys.stderr)
     return 2
   try:
+    synth = SynthConfig(clip_len=a.clip_len, frame_step=a.frame_step, resolution=res,
+                        clips_per_track=a.clips_per_track, hard_fraction=a.hard_fraction,
+                        occluders=_occluders(a.occluders))
     source = get_source(a.source, a.root, **kw)
     captioner = make_captioner(a.captions)
   except (SourceError, FileNotFoundError, ImportError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   cfg = BuildConfig(
-      synth=SynthConfig(clip_len=a.clip_len, frame_step=a.frame_step, resolution=res,
-                        clips_per_track=a.clips_per_track, hard_fraction=a.hard_fraction),
+      synth=synth,
       seed=a.seed, val_fraction=a.val_fraction, image_format=a.image_format, target_format=a.target_format,
       jpeg_quality=a.jpeg_quality, max_videos=a.max_videos)
   beam = None if a.beam_pipeline_options is None else [

@@ -156,3 +156,21 @@ def test_cli(tmp_path, capsys):
   rc = build_cli.main(['--source', 'davis', '--root', root, '--out', str(tmp_path / 'o2'), '--quiet'])
   assert rc == 2 and 'missing annotation folder' in capsys.readouterr().err
   assert not os.path.exists(str(tmp_path / 'o2'))
+
+
+def test_cli_occluder_kinds(tmp_path, capsys):
+  args = ['--source', 'procedural', '--num_videos', '6', '--resolution', '24', '--workers', '1', '--clip_len', '3',
+          '--clips_per_track', '1', '--quiet', '--source_arg', 'min_frames=6', '--source_arg', 'max_frames=8']
+  out = str(tmp_path / 'bars')
+  assert build_cli.main(args + ['--out', out, '--occluders', 'bar=1']) == 0
+  ds = os.path.join(out, 'tgvac_clips', 'procedural_3x24x24', '1.0.0')
+  with open(os.path.join(ds, 'build_config.json')) as f:
+    assert json.load(f)['config']['synth']['occluders'] == [['bar', 1.0]]
+  bars = records(ds, 'train') + records(ds, 'validation')
+  assert bars and all(r['occluder_video_id'] in ('', b'') for r in bars)   # drawn, not cut from another video
+  for bad, why in (('wall=1', 'kinds must be among'), ('object:1', 'KIND=WEIGHT pairs')):
+    capsys.readouterr()
+    assert build_cli.main(args + ['--out', str(tmp_path / 'bad'), '--occluders', bad]) == 2
+    err = capsys.readouterr().err
+    assert why in err and err.count('\n') == 1, err
+    assert not os.path.exists(str(tmp_path / 'bad'))
