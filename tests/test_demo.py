@@ -95,6 +95,9 @@ def test_quick_demo_writes_every_artifact(quick):
   assert md in res.stdout and 'data_prep/holdout_clips.py' in md
   roots = sorted(p.name for p in (workdir / 'unseen_generator').glob('*_seed0_32x8'))
   assert roots == ['full_seed0_32x8', 'task_seed0_32x8']
+  validation = (ablation / 'validation.md').read_text()
+  assert validation in res.stdout and 'seed 2000' in validation and 'temporal diffusion stride 2' in validation
+  assert (workdir / 'validation' / 'davis' / 'JPEGImages').is_dir()
   assert not list(workdir.rglob('.*.tmp-*')), 'no half-written folder is left'
 
 

@@ -11,7 +11,10 @@ Every step is a job users run, with a config derived from its own config file:
   5. clips of another size and length, never seen, as a DAVIS-style folder: configs/infer.py, configs/eval.py;
   6. the "unseen generator" rows: the same two jobs on clips of data_prep/holdout_clips.py, a generator that shares
      no code with the training data's, beside the non-learned rows (never trained on, never used to choose a setting).
-`parts` picks which of 4-6 run: `configs/demo.py:unseen_generator` scores an existing workdir's model on 6 alone.
+  7. the validation build, the only clips a build setting is chosen on: the demo's generator with another seed at
+     the unseen clips' size, the model beside the visible mask.
+`parts` picks which of 4-7 run: `configs/demo.py:unseen_generator` scores an existing workdir's model on 6 alone,
+`configs/demo.py:validation` on 7.
 A rerun reuses every finished part (a stage whose settings and inputs are unchanged, built datasets, completed
 sequences) and says so; `rebuild=True` starts over.
 """
@@ -315,7 +318,7 @@ def unseen_generator(c, motion_model: Path, key: str, workdir: Path) -> tuple[di
 
 # ------------------------------------------------------------------------------------------- the job
 
-PARTS = ('ablation', 'unseen', 'unseen_generator')
+PARTS = ('ablation', 'unseen', 'unseen_generator', 'validation')
 BASELINES = {'visible only': baselines.visible_only,
              'temporal propagation (non-learned)': baselines.temporal_propagation}
 
@@ -421,6 +424,25 @@ def run(c) -> None:
     (ablation / 'unseen_generator.json').write_text(json.dumps(generator, indent=1) + '\n')
     clock.done('unseen generator')
     printed.append(generator_md)
+
+  if 'validation' in c.parts:
+    v = c.validation
+    data = build_procedural(c, workdir / 'validation_data', seed=v.seed, num_videos=v.num_videos, size=v.size,
+                            clip_len=v.clip_len, clips_per_track=1)
+    root = eval_job.export_split(data, 'train', workdir / 'validation' / 'davis', 0)
+    rows = {}
+    baseline = workdir / 'validation' / 'visible_only'
+    write_baseline(root, amodal_root.sequences(root), baseline / 'predictions', baselines.visible_only)
+    rows['visible only'] = _score(root, baseline / 'predictions', baseline, 'visible only')
+    pred = workdir / 'validation' / _fingerprint(key, v.to_dict()) / 'completions'
+    _infer(c, str(motion_model), root, pred, window=c.sample.window_length, stride=v.stride)
+    rows[f'motion stage, temporal diffusion stride {v.stride}'] = _score(root, pred, pred.parent, 'TGVAC demo model')
+    md = ablation_table(rows, f'## Validation build (seed {v.seed}, the only clips settings are chosen on): '
+                              f'{v.size}², {v.clip_len} frames ({root})')
+    ablation.mkdir(parents=True, exist_ok=True)
+    (ablation / 'validation.md').write_text(md)
+    clock.done('validation build')
+    printed.append(md)
 
   # the full demo's timings; a run of some parts alone keeps its own
   timings = 'timings.json' if 'ablation' in c.parts else f"timings_{'_'.join(c.parts)}.json"
