@@ -193,6 +193,21 @@ def _infer(c, checkpoint_dir: str, root: Path, out: Path, *, window: int, stride
   infer_job.run(ic)
 
 
+def _model_row(c, model: Path, root: Path, pred: Path, stride: int, name: str) -> dict:
+  """The motion-stage model on a DAVIS-style root as users run it (windows of the demo's length), scored beside
+  its predictions in pred.parent."""
+  _infer(c, str(model), root, pred, window=c.sample.window_length, stride=stride)
+  return _score(root, pred, pred.parent, name)
+
+
+def _procedural_root(c, workdir: Path, part: str, *, seed: int, num_videos: int, size: int, clip_len: int) -> Path:
+  """Clips of the demo's own generator and data settings under another seed, one per track, as the DAVIS-style
+  root `workdir/<part>/davis` (its train split)."""
+  data = build_procedural(c, workdir / f'{part}_data', seed=seed, num_videos=num_videos, size=size,
+                          clip_len=clip_len, clips_per_track=1)
+  return eval_job.export_split(data, 'train', workdir / part / 'davis', 0)
+
+
 def _score(root: Path, predictions: Path, out: Path, name: str, max_videos: int = 0) -> dict:
   ec = eval_config.get_config()
   ec.data, ec.predictions, ec.out, ec.name, ec.max_videos = str(root), str(predictions), str(out), name, max_videos
@@ -299,8 +314,7 @@ def unseen_generator(c, motion_model: Path, key: str, workdir: Path) -> tuple[di
         _score(root, rowdir / 'predictions', rowdir, name)
       rows[name] = json.loads(summary.read_text())['summary']
     pred = workdir / 'unseen_generator' / ukey / family / 'completions'
-    _infer(c, str(motion_model), root, pred, window=c.sample.window_length, stride=g.stride)
-    rows[learned] = _score(root, pred, pred.parent, learned)
+    rows[learned] = _model_row(c, motion_model, root, pred, g.stride, learned)
     results[family] = rows
     some = next(iter(rows.values()))['splits']['all']
     parts.append(ablation_table(rows, f'## Unseen generator, {family} family: {some["videos"]} clips of {g.frames} '
@@ -398,9 +412,8 @@ def run(c) -> None:
   if 'unseen' in c.parts:
     # clips it never saw, of another size and length, through configs/infer.py and configs/eval.py as users run them
     u = c.unseen
-    unseen_data = build_procedural(c, workdir / 'unseen_data', seed=c.seed + 1000, num_videos=u.num_videos,
-                                   size=u.size, clip_len=u.clip_len, clips_per_track=1)
-    unseen_root = eval_job.export_split(unseen_data, 'train', workdir / 'unseen' / 'davis', 0)
+    unseen_root = _procedural_root(c, workdir, 'unseen', seed=c.seed + 1000, num_videos=u.num_videos, size=u.size,
+                                   clip_len=u.clip_len)
     ukey = _fingerprint(key, u.to_dict())
     w, unseen = c.sample.window_length, {}
     # clips longer than two windows: does temporal diffusion (stride) beat windows side by side (no overlap)?
@@ -408,8 +421,7 @@ def run(c) -> None:
       row = (f'motion stage, windows of {w}, no overlap' if stride == w else
              f'motion stage, temporal diffusion stride {stride}')
       unseen_pred = workdir / 'unseen' / ukey / f'stride{stride}' / 'completions'
-      _infer(c, str(motion_model), unseen_root, unseen_pred, window=w, stride=stride)
-      unseen[row] = _score(unseen_root, unseen_pred, unseen_pred.parent, row)
+      unseen[row] = _model_row(c, motion_model, unseen_root, unseen_pred, stride, row)
     unseen_table = ablation_table(unseen, f'## Unseen DAVIS-style clips: {u.size}², {u.clip_len} frames '
                                           f'({unseen_root})')
     ablation.mkdir(parents=True, exist_ok=True)
@@ -427,16 +439,15 @@ def run(c) -> None:
 
   if 'validation' in c.parts:
     v = c.validation
-    data = build_procedural(c, workdir / 'validation_data', seed=v.seed, num_videos=v.num_videos, size=v.size,
-                            clip_len=v.clip_len, clips_per_track=1)
-    root = eval_job.export_split(data, 'train', workdir / 'validation' / 'davis', 0)
+    root = _procedural_root(c, workdir, 'validation', seed=v.seed, num_videos=v.num_videos, size=v.size,
+                            clip_len=v.clip_len)
     rows = {}
     baseline = workdir / 'validation' / 'visible_only'
     write_baseline(root, amodal_root.sequences(root), baseline / 'predictions', baselines.visible_only)
     rows['visible only'] = _score(root, baseline / 'predictions', baseline, 'visible only')
     pred = workdir / 'validation' / _fingerprint(key, v.to_dict()) / 'completions'
-    _infer(c, str(motion_model), root, pred, window=c.sample.window_length, stride=v.stride)
-    rows[f'motion stage, temporal diffusion stride {v.stride}'] = _score(root, pred, pred.parent, 'TGVAC demo model')
+    rows[f'motion stage, temporal diffusion stride {v.stride}'] = _model_row(c, motion_model, root, pred, v.stride,
+                                                                           'TGVAC demo model')
     md = ablation_table(rows, f'## Validation build (seed {v.seed}, the only clips settings are chosen on): '
                               f'{v.size}², {v.clip_len} frames ({root})')
     ablation.mkdir(parents=True, exist_ok=True)
