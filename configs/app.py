@@ -54,4 +54,5 @@ def get_config():
     c.infer.sampler[k] = 0
   c.infer.sampler.guidance_scale = 0.0
   c.infer.mask_threshold = 0.0
+  c.infer.mask_closing = -1  # -1: the checkpoint's default
   return c

@@ -72,4 +72,5 @@ def get_config():
   c.sampler.eta = 0.0
   c.vae_chunk = 8                    # frames per VAE call
   c.mask_threshold = 0.15            # amodal mask: pixels this far from white (0..1)
+  c.mask_closing = 0                 # ... with gaps up to this radius closed (model pixels; 0: off)
   return c

@@ -282,7 +282,8 @@ def test_demo_checkpoint_sampling_defaults(tmp_path):
   got = app_job.demo_sampling(tmp_path / 'motion' / 'model')
   assert got == {'steps': quick.sample.steps, 'guidance_scale': quick.sample.guidance_scale,
                  'window_length': quick.sample.window_length, 'stride': quick.unseen.stride,
-                 'chunk_size': quick.sample.chunk_size, 'mask_threshold': quick.sample.mask_threshold}
+                 'chunk_size': quick.sample.chunk_size, 'mask_threshold': quick.sample.mask_threshold,
+                 'mask_closing': quick.sample.mask_closing}
   assert app_job.demo_sampling(tmp_path / 'elsewhere' / 'model') == {}
 
 

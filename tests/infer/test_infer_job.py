@@ -26,7 +26,7 @@ from tgvac_jax import jobs  # noqa: E402
 from tgvac_jax.diffusion import scheduler_config  # noqa: E402
 from tgvac_jax.diffusion.schedule import ScheduleConfig  # noqa: E402
 from tgvac_jax.infer import io, job, resize  # noqa: E402
-from tgvac_jax.infer.complete import AmodalCompleter  # noqa: E402
+from tgvac_jax.infer.complete import AmodalCompleter, close_masks  # noqa: E402
 from tgvac_jax.models.checkpoint import CheckpointError, load_pipeline, save_pipeline  # noqa: E402
 from tgvac_jax.models.unet import UNet2DConditionModel  # noqa: E402
 
@@ -79,6 +79,12 @@ def test_frame_folder_and_masks(tmp_path, infer_config):
   objects = np.stack([_png(tmp_path / 'out' / 'object' / f'{i:05d}.png') for i in range(5)])
   np.testing.assert_array_equal(objects[..., :3], np.where(visible[..., None], frames, rgb))
   np.testing.assert_array_equal(objects[..., 3] > 0, mask | visible)
+
+  # mask_closing (model pixels) closes the composed mask's seams at the input's scale (2 -> 3 pixels here)
+  jobs.run(infer_config(video=str(tmp_path / 'frames'), masks=str(tmp_path / 'masks'), text='a red ball',
+                        out=str(tmp_path / 'closed'), mask_closing=2))
+  closed = np.stack([_png(tmp_path / 'closed' / 'object' / f'{i:05d}.png')[..., 3] > 0 for i in range(5)])
+  np.testing.assert_array_equal(closed, close_masks(mask | visible, resize.input_pixels(pl, 2)))
 
 
 def test_mp4_with_palette_masks(tmp_path, infer_config):

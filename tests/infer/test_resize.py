@@ -35,3 +35,32 @@ def test_round_trip_keeps_masks_and_pads_with_edges_and_background():
   assert rgb.shape == frames.shape and back.shape == masks.shape
   np.testing.assert_array_equal(back, rgb.max(-1) < 0.5 * 255)   # the mask is the resized object's dark pixels
   assert (back == masks).mean() > 0.97                        # a box survives halving and doubling
+
+
+def test_mask_closing_fills_seams_narrower_than_its_disk_and_keeps_solid_shapes():
+  """A square cut by a white seam: closing with a disk of radius r (2r + 1 pixels across) fills a seam up to 2r
+  wide, all but the notches a round disk leaves where the seam meets the square's edge, and nothing outside the
+  square; a seam of 2r + 1 stays open. A disk and a square, convex, stay as they are; the frame's edge erodes
+  nothing."""
+  from tgvac_jax.infer.complete import close_masks
+  yy, xx = np.mgrid[:64, :64]
+  square = (yy >= 10) & (yy < 40) & (xx >= 10) & (xx < 40)
+  for seam, radius in ((4, 2), (5, 2), (6, 3), (7, 3)):
+    cut = square & ~((xx >= 22) & (xx < 22 + seam))
+    closed = close_masks(cut[None], radius)[0]
+    assert not (closed & ~square).any() and (closed >= cut).all()
+    if seam <= 2 * radius:
+      np.testing.assert_array_equal(closed[10 + radius:40 - radius], square[10 + radius:40 - radius])
+    else:
+      np.testing.assert_array_equal(closed, cut)
+  disk = (yy - 30) ** 2 + (xx - 33) ** 2 <= 15 ** 2
+  edge = xx < 8 + yy // 8                                      # touches three sides of the frame
+  for convex in (disk, square, edge):
+    np.testing.assert_array_equal(close_masks(convex[None, None], 4)[0, 0], convex)
+  np.testing.assert_array_equal(close_masks(disk, 0), disk)
+
+
+def test_input_pixels_scales_canvas_lengths():
+  assert resize.input_pixels(resize.placement((64, 64), 16, 4, 'pad'), 4) == 16
+  assert resize.input_pixels(resize.placement((30, 60), 32, 4, 'pad'), 4) == 8     # content 16x32 of a 30x60 input
+  assert resize.input_pixels(resize.placement((32, 32), 32, 4, 'pad'), 0) == 0

@@ -49,7 +49,8 @@ def demo_sampling(checkpoint: str | os.PathLike) -> dict:
     if (trained.get('num_steps'), trained.get('data', {}).get('clip_len')) == (d.motion.steps, d.motion.clip_len):
       s = d.sample
       return {'steps': s.steps, 'guidance_scale': s.guidance_scale, 'window_length': s.window_length,
-              'stride': d.unseen.stride, 'chunk_size': s.chunk_size, 'mask_threshold': s.mask_threshold}
+              'stride': d.unseen.stride, 'chunk_size': s.chunk_size, 'mask_threshold': s.mask_threshold,
+              'mask_closing': s.mask_closing}
   return {}
 
 
@@ -63,6 +64,8 @@ def resolved_infer_block(c) -> tuple[ml_collections.ConfigDict, str]:
       block.sampler[key] = demo.get(key, paper.sampler[key])
   if not block.mask_threshold:
     block.mask_threshold = demo.get('mask_threshold', paper.mask_threshold)
+  if block.mask_closing < 0:
+    block.mask_closing = demo.get('mask_closing', paper.mask_closing)
   return block, ('the demo\'s sampler settings (configs/demo.py)' if demo else 'configs/infer.py\'s defaults')
 
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from tgvac_jax.files import atomic_folder
 from tgvac_jax.infer import hypotheses, outputs, resize
-from tgvac_jax.infer.complete import AmodalCompleter
+from tgvac_jax.infer.complete import AmodalCompleter, close_masks
 from tgvac_jax.infer.sources import InputSequence
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,9 @@ def _finish(out_dir: Path, p: _Planned, clip, rgb: np.ndarray, amodal: np.ndarra
   back = {k: resize.from_model(rgb[k], p.placement, completer.config.mask_threshold) for k in keep}
   if settings.keep_visible:
     back = {k: _observed(*b, clip.frames, clip.visible) for k, b in back.items()}
+  # seams closed last: most run between the visible part and the completed one, or across a thin occluder
+  radius = resize.input_pixels(p.placement, completer.config.mask_closing)
+  back = {k: (r, close_masks(m, radius)) for k, (r, m) in back.items()}
   samples = tuple(np.stack([back[k][j] for k in keep]) for j in (0, 1)) if settings.keep_samples else None
   fps = clip.fps or settings.fps
   seeds = [settings.seed + k for k in range(settings.num_samples)]

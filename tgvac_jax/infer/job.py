@@ -49,6 +49,8 @@ def completion_from_config(c) -> tuple[CompletionConfig, Mesh | None]:
   over the devices when there are several)."""
   if c.shard not in SHARDS:
     raise ValueError(f'shard {c.shard!r} is not one of {SHARDS}')
+  if c.mask_closing < 0:
+    raise ValueError(f'mask_closing {c.mask_closing} must be >= 0 (a radius in model pixels; 0: off)')
   devices = jax.local_devices()
   shard = {'auto': 'videos' if len(devices) > 1 else None, 'none': None}.get(c.shard, c.shard)
   s = c.sampler
@@ -57,7 +59,8 @@ def completion_from_config(c) -> tuple[CompletionConfig, Mesh | None]:
                                   guidance_mode=s.guidance_mode, shard=shard,
                                   ddim=DDIMConfig(num_inference_steps=s.steps, eta=s.eta))
   mesh = Mesh(np.array(devices), ('data',)) if shard else None
-  return CompletionConfig(sampler=sampler, vae_chunk=c.vae_chunk, mask_threshold=c.mask_threshold), mesh
+  return CompletionConfig(sampler=sampler, vae_chunk=c.vae_chunk, mask_threshold=c.mask_threshold,
+                          mask_closing=c.mask_closing), mesh
 
 
 def load_completer(c) -> AmodalCompleter:

@@ -81,6 +81,11 @@ def from_model(rgb: np.ndarray, pl: Placement, mask_threshold: float) -> tuple[n
   return rgb, np.asarray(amodal_mask(rgb, mask_threshold))
 
 
+def input_pixels(pl: Placement, model_pixels: int) -> int:
+  """A length on the model's canvas in the input's pixels."""
+  return round(model_pixels * max(pl.size[0] / pl.box[2], pl.size[1] / pl.box[3]))
+
+
 def model_resolution(requested: int, trained: int) -> int:
   """The square resolution to run at: `requested` if set, else the one the model was trained at."""
   if not (requested or trained):
