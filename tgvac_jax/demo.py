@@ -38,7 +38,7 @@ from configs import frame as frame_config
 from configs import infer as infer_config
 from configs import motion as motion_config
 from configs import vae as vae_config
-from data_prep import holdout_clips
+from data_prep import holdout_clips, selection_clips
 from data_prep.builder import build
 from data_prep.occlusion import SynthConfig
 from data_prep.sources.procedural import ProceduralSource
@@ -189,7 +189,7 @@ def _infer(c, checkpoint_dir: str, root: Path, out: Path, *, window: int, stride
   ic.sampler.window_length, ic.sampler.stride = window, stride
   ic.sampler.steps, ic.sampler.guidance_scale = c.sample.steps, c.sample.guidance_scale
   ic.sampler.chunk_size = c.sample.chunk_size
-  ic.mask_threshold = c.sample.mask_threshold
+  ic.mask_threshold, ic.mask_closing = c.sample.mask_threshold, c.sample.mask_closing
   infer_job.run(ic)
 
 
@@ -291,6 +291,17 @@ def ablation_gifs(root: Path, names: list[str], predictions: dict[str, Path], ou
   (out / 'panels.txt').write_text('input | visible mask | ' + ' | '.join(predictions) + ' | ground truth\n')
 
 
+def _baseline_row(root: Path, name: str) -> dict:
+  """A non-learned row on a generated root, scored once beside it: the clips (their settings are in the root's
+  name) fix the row."""
+  rowdir = root.parent / f'{root.name}_{_slug(name)}'
+  summary = rowdir / eval_job.METRICS / 'summary.json'
+  if not summary.is_file():
+    write_baseline(root, amodal_root.sequences(root), rowdir / 'predictions', BASELINES[name])
+    _score(root, rowdir / 'predictions', rowdir, name)
+  return json.loads(summary.read_text())['summary']
+
+
 def unseen_generator(c, motion_model: Path, key: str, workdir: Path) -> tuple[dict, str]:
   """The README's inference command and configs/eval.py on both families of data_prep/holdout_clips.py, beside
   visible-only and temporal propagation; ({family: {row: summary}}, markdown). The clips and the non-learned rows
@@ -304,15 +315,7 @@ def unseen_generator(c, motion_model: Path, key: str, workdir: Path) -> tuple[di
   for family in g.families:
     root = holdout_clips.write_root(shared / f'{family}_seed{g.seed}_{g.size}x{g.frames}', family, g.clips, g.seed,
                                     g.size, g.frames)
-    names = amodal_root.sequences(root)
-    rows = {}
-    for name in g.baselines:   # scored once: the clips (their settings are in the root's name) fix the row
-      rowdir = root.parent / f'{root.name}_{_slug(name)}'
-      summary = rowdir / eval_job.METRICS / 'summary.json'
-      if not summary.is_file():
-        write_baseline(root, names, rowdir / 'predictions', BASELINES[name])
-        _score(root, rowdir / 'predictions', rowdir, name)
-      rows[name] = json.loads(summary.read_text())['summary']
+    rows = {name: _baseline_row(root, name) for name in g.baselines}
     pred = workdir / 'unseen_generator' / ukey / family / 'completions'
     rows[learned] = _model_row(c, motion_model, root, pred, g.stride, learned)
     results[family] = rows
@@ -360,7 +363,7 @@ def run(c) -> None:
   vae_cfg = _trainer_config(c, vae_config.get_config('tiny'), 'vae', workdir / 'vae', dataset)
   vae_model, fp, _ = train_stage(c, 'vae', vae_cfg, _fingerprint(dataset), clock)
   words = ProceduralSource.caption_words()
-  init = frame_init(c, vae_model, words, workdir / 'frame_init' / _fingerprint(fp, words))
+  init = frame_init(c, vae_model, words, workdir / 'frame_init' / _fingerprint(fp, words, c.model.to_dict()))
   frame_cfg = _trainer_config(c, frame_config.get_config('tiny'), 'frame', workdir / 'frame', dataset, init)
   frame_model, fp, _ = train_stage(c, 'frame', frame_cfg, fp, clock)
   motion_cfg = _trainer_config(c, motion_config.get_config('tiny'), 'motion', workdir / 'motion', dataset,
@@ -450,6 +453,17 @@ def run(c) -> None:
                                                                            'TGVAC demo model')
     md = ablation_table(rows, f'## Validation build (seed {v.seed}, the only clips settings are chosen on): '
                               f'{v.size}², {v.clip_len} frames ({root})')
+    # the same model on a third generator's clips (data_prep/selection_clips.py): choosing on the demo's own
+    # generator alone rewards learning that generator
+    s = v.selection
+    sel = selection_clips.write_root(workdir / 'validation' / f'selection_seed{s.seed}_{v.size}x{v.clip_len}', 'task',
+                                     s.clips, s.seed, v.size, v.clip_len)
+    rows = {name: _baseline_row(sel, name) for name in BASELINES}
+    pred = workdir / 'validation' / _fingerprint(key, v.to_dict()) / 'selection' / 'completions'
+    rows[f'motion stage, temporal diffusion stride {v.stride}'] = _model_row(c, motion_model, sel, pred, v.stride,
+                                                                           'TGVAC demo model')
+    md += '\n' + ablation_table(rows, f'## Selection generator (data_prep/selection_clips.py, seed {s.seed}; chosen '
+                                      f'on, never trained on): {v.size}², {v.clip_len} frames ({sel})')
     ablation.mkdir(parents=True, exist_ok=True)
     (ablation / 'validation.md').write_text(md)
     clock.done('validation build')
