@@ -11,8 +11,8 @@ Every step is a job users run, with a config derived from its own config file:
   5. clips of another size and length, never seen, as a DAVIS-style folder: configs/infer.py, configs/eval.py;
   6. the "unseen generator" rows: the same two jobs on clips of data_prep/holdout_clips.py, a generator that shares
      no code with the training data's, beside the non-learned rows (never trained on, never used to choose a setting).
-  7. the validation build, the only clips a build setting is chosen on: the demo's generator with another seed at
-     the unseen clips' size, the model beside the visible mask.
+  7. the clips settings are chosen on: the demo's generator with another seed at the unseen clips' size (the model
+     beside the visible mask), and data_prep/selection_clips.py, a third generator (beside both non-learned rows).
 `parts` picks which of 4-7 run: `configs/demo.py:unseen_generator` scores an existing workdir's model on 6 alone,
 `configs/demo.py:validation` on 7.
 A rerun reuses every finished part (a stage whose settings and inputs are unchanged, built datasets, completed
@@ -451,7 +451,7 @@ def run(c) -> None:
     pred = workdir / 'validation' / _fingerprint(key, v.to_dict()) / 'completions'
     rows[f'motion stage, temporal diffusion stride {v.stride}'] = _model_row(c, motion_model, root, pred, v.stride,
                                                                            'TGVAC demo model')
-    md = ablation_table(rows, f'## Validation build (seed {v.seed}, the only clips settings are chosen on): '
+    md = ablation_table(rows, f'## Validation build (seed {v.seed}; settings are chosen on it and the next): '
                               f'{v.size}², {v.clip_len} frames ({root})')
     # the same model on a third generator's clips (data_prep/selection_clips.py): choosing on the demo's own
     # generator alone rewards learning that generator
