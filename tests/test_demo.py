@@ -98,8 +98,10 @@ def test_quick_demo_writes_every_artifact(quick):
   validation = (ablation / 'validation.md').read_text()
   assert validation in res.stdout and 'seed 2000' in validation and 'temporal diffusion stride 2' in validation
   assert (workdir / 'validation' / 'davis' / 'JPEGImages').is_dir()
-  assert 'data_prep/selection_clips.py' in validation
-  assert validation.count('| visible only | ') == 2 and '| temporal propagation (non-learned) |' in validation
+  build, selection = validation.split('## Selection generator (data_prep/selection_clips.py')
+  assert '| visible only |' in build and '| temporal propagation (non-learned) |' not in build
+  assert '| visible only |' in selection and '| temporal propagation (non-learned) |' in selection
+  assert 'temporal diffusion stride 2' in selection
   sel = list((workdir / 'validation').glob('*/selection/completions'))
   assert len(sel) == 1 and [p.name for p in sel[0].iterdir() if p.is_dir()] == ['task000']
   assert not list(workdir.rglob('.*.tmp-*')), 'no half-written folder is left'
