@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from tgvac_jax.eval import amodal_root
 from tgvac_jax.files import atomic_folder
 
 VERSION = 1
@@ -384,26 +385,6 @@ def make_clip(family: str, seed: int, index: int, *, size: int = 128, num_frames
                      f'{num_frames} frames)')
 
 
-def _palette_mask(mask: np.ndarray, path: Path) -> None:
-  im = Image.fromarray(mask.astype(np.uint8))
-  im.putpalette([0, 0, 0, 236, 95, 103] + [0, 0, 0] * 254)
-  im.save(path)
-
-
-def write_clip(root: Path, clip: Clip, jpeg_quality: int = 90) -> None:
-  """One sequence in the DAVIS-style amodal layout: JPEG frames, palette PNG masks, RGBA whole objects."""
-  for sub in ('JPEGImages', 'Annotations', 'AmodalAnnotations', 'AmodalObjects'):
-    (root / sub / clip.name).mkdir(parents=True)
-  for t in range(len(clip.frames)):
-    stem = f'{t:05d}'
-    Image.fromarray(clip.frames[t]).save(root / 'JPEGImages' / clip.name / f'{stem}.jpg', quality=jpeg_quality)
-    _palette_mask(clip.visible[t], root / 'Annotations' / clip.name / f'{stem}.png')
-    _palette_mask(clip.amodal[t], root / 'AmodalAnnotations' / clip.name / f'{stem}.png')
-    alpha = np.where(clip.amodal[t], 255, 0).astype(np.uint8)[..., None]
-    Image.fromarray(np.concatenate([clip.objects[t], alpha], -1)).save(root / 'AmodalObjects' / clip.name /
-                                                                         f'{stem}.png')
-
-
 def write_root(out: str | os.PathLike, family: str, num_clips: int, seed: int = 0, size: int = 128,
                num_frames: int = 30, jpeg_quality: int = 90) -> Path:
   """`num_clips` clips of a family as a DAVIS-style amodal root at `out`, written atomically; an existing root
@@ -423,7 +404,8 @@ def write_root(out: str | os.PathLike, family: str, num_clips: int, seed: int = 
     captions = {}
     for i in tqdm(range(num_clips), desc=f'holdout clips ({family})', unit='clip'):
       clip = make_clip(family, seed, i, size=size, num_frames=num_frames)
-      write_clip(tmp, clip, jpeg_quality)
+      amodal_root.write_sequence(tmp, clip.name, clip.frames, clip.visible, clip.amodal, clip.objects,
+                                 jpeg_quality)
       captions[clip.name] = clip.caption
     (tmp / 'captions.json').write_text(json.dumps(captions, indent=1, sort_keys=True) + '\n')
     (tmp / 'holdout.json').write_text(json.dumps(info) + '\n')

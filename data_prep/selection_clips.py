@@ -25,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
+from tgvac_jax.eval import amodal_root
 from tgvac_jax.files import atomic_folder
 
 FAMILIES = ('task',)
@@ -485,29 +485,6 @@ def make_clip(seed: int, index: int, *, size: int = 128, num_frames: int = 30, f
 
 # ---- the DAVIS-style root (tgvac_jax/eval/amodal_root.py's layout)
 
-DAVIS_PALETTE = [0, 0, 0, 128, 0, 0] + [0, 0, 0] * 254   # DAVIS's colour for object 1
-
-
-def _label_png(mask: np.ndarray) -> Image.Image:
-  im = Image.fromarray(mask.astype(np.uint8))
-  im.putpalette(DAVIS_PALETTE)
-  return im
-
-
-def save_clip(root: Path, clip: Clip, jpeg_quality: int) -> None:
-  """JPEG frames, palette PNG visible and amodal masks (object id 1), and the whole target as RGBA."""
-  alpha = (clip.amodal * np.uint8(255))[..., None]
-  outputs = {'JPEGImages': ('jpg', lambda t: Image.fromarray(clip.frames[t])),
-             'Annotations': ('png', lambda t: _label_png(clip.visible[t])),
-             'AmodalAnnotations': ('png', lambda t: _label_png(clip.amodal[t])),
-             'AmodalObjects': ('png', lambda t: Image.fromarray(np.concatenate([clip.objects[t], alpha[t]], -1)))}
-  for folder, (suffix, image) in outputs.items():
-    (root / folder / clip.name).mkdir(parents=True)
-    for t in range(len(clip.frames)):
-      extra = {'quality': jpeg_quality} if suffix == 'jpg' else {}
-      image(t).save(root / folder / clip.name / f'{t:05d}.{suffix}', **extra)
-
-
 def write_root(out: str | os.PathLike, family: str, num_clips: int, seed: int = 0, size: int = 128,
                num_frames: int = 30, jpeg_quality: int = 90) -> Path:
   """`num_clips` selection clips as a DAVIS-style amodal root at `out`, all or nothing; a complete root with the
@@ -527,7 +504,8 @@ def write_root(out: str | os.PathLike, family: str, num_clips: int, seed: int = 
     captions = {}
     for i in tqdm(range(num_clips), desc=f'selection clips ({family})', unit='clip'):
       clip = make_clip(seed, i, size=size, num_frames=num_frames, family=family)
-      save_clip(tmp, clip, jpeg_quality)
+      amodal_root.write_sequence(tmp, clip.name, clip.frames, clip.visible, clip.amodal, clip.objects,
+                                 jpeg_quality)
       captions[clip.name] = clip.caption
     (tmp / 'captions.json').write_text(json.dumps(captions, indent=1, sort_keys=True) + '\n')
     (tmp / MANIFEST).write_text(json.dumps(manifest) + '\n')

@@ -448,7 +448,8 @@ def run(c) -> None:
     baseline = workdir / 'validation' / 'visible_only'
     write_baseline(root, amodal_root.sequences(root), baseline / 'predictions', baselines.visible_only)
     rows['visible only'] = _score(root, baseline / 'predictions', baseline, 'visible only')
-    pred = workdir / 'validation' / _fingerprint(key, v.to_dict()) / 'completions'
+    vdir = workdir / 'validation' / _fingerprint(key, v.to_dict())   # this model and sampler's completions
+    pred = vdir / 'completions'
     rows[f'motion stage, temporal diffusion stride {v.stride}'] = _model_row(c, motion_model, root, pred, v.stride,
                                                                            'TGVAC demo model')
     md = ablation_table(rows, f'## Validation build (seed {v.seed}; settings are chosen on it and the next): '
@@ -459,7 +460,7 @@ def run(c) -> None:
     sel = selection_clips.write_root(workdir / 'validation' / f'selection_seed{s.seed}_{v.size}x{v.clip_len}', 'task',
                                      s.clips, s.seed, v.size, v.clip_len)
     rows = {name: _baseline_row(sel, name) for name in BASELINES}
-    pred = workdir / 'validation' / _fingerprint(key, v.to_dict()) / 'selection' / 'completions'
+    pred = vdir / 'selection' / 'completions'
     rows[f'motion stage, temporal diffusion stride {v.stride}'] = _model_row(c, motion_model, sel, pred, v.stride,
                                                                            'TGVAC demo model')
     md += '\n' + ablation_table(rows, f'## Selection generator (data_prep/selection_clips.py, seed {s.seed}; chosen '

@@ -167,13 +167,18 @@ def _palette_png(mask: np.ndarray, path: Path) -> None:
 
 
 def write_sequence(root: Path, name: str, frames: np.ndarray, visible: np.ndarray, amodal: np.ndarray,
-                   objects: np.ndarray | None) -> None:
-  """Writes one sequence in the layout above: frames as PNG, masks as palette PNGs with object id 1."""
+                   objects: np.ndarray | None, jpeg_quality: int = 0) -> None:
+  """Writes one sequence in the layout above: frames as PNG (as JPEG at `jpeg_quality`, as DAVIS ships them, when
+  it is set), masks as palette PNGs with object id 1."""
   for sub in (FRAMES, VISIBLE, AMODAL) + ((OBJECTS,) if objects is not None else ()):
     (root / sub / name).mkdir(parents=True, exist_ok=True)
   for t in range(len(frames)):
     stem = f'{t:05d}'
-    Image.fromarray(frames[t]).save(root / FRAMES / name / f'{stem}.png')
+    frame = Image.fromarray(frames[t])
+    if jpeg_quality:
+      frame.save(root / FRAMES / name / f'{stem}.jpg', quality=jpeg_quality)
+    else:
+      frame.save(root / FRAMES / name / f'{stem}.png')
     _palette_png(visible[t], root / VISIBLE / name / f'{stem}.png')
     _palette_png(amodal[t], root / AMODAL / name / f'{stem}.png')
     if objects is not None:
