@@ -203,6 +203,8 @@ def test_run_py_prints_one_line(tmp_path):
 def test_device_settings(infer_config):
   with pytest.raises(ValueError, match='shard'):
     job.load_completer(infer_config(shard='rows'))
+  with pytest.raises(ValueError, match=r'mask_closing -1 must be >= 0'):
+    job.load_completer(infer_config(mask_closing=-1))
   with pytest.raises(ValueError, match=r'chunk_size \(1\) to be a multiple of the devices \(8\)'):
     job.load_completer(infer_config(shard='windows'))
   windows = job.load_completer(infer_config(**{'shard': 'windows', 'sampler.chunk_size': 8}))
