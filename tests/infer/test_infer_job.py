@@ -87,6 +87,34 @@ def test_frame_folder_and_masks(tmp_path, infer_config):
   np.testing.assert_array_equal(closed, close_masks(mask | visible, resize.input_pixels(pl, 2)))
 
 
+def test_object_fit_completes_a_square_around_the_object(tmp_path, infer_config):
+  """fit='object': a 6-pixel square moving right in a 48-pixel frame is completed in the 16-pixel square around its
+  path (its 6 x 10 box plus 0.5 x 6 pixels on each side), not in the whole frame shrunk 3x; the written result is
+  that region's completion pasted back, and nothing outside it."""
+  frames = write_frames(tmp_path / 'frames', 5, (48, 48))
+  labels = np.zeros((5, 48, 48), np.uint8)
+  for i in range(5):
+    labels[i, 20:26, 10 + i:16 + i] = 1
+  write_masks(tmp_path / 'masks', labels)
+  c = infer_config(video=str(tmp_path / 'frames'), masks=str(tmp_path / 'masks'), text='a red ball',
+                   out=str(tmp_path / 'out'), fit='object', object_context=0.5)
+  jobs.run(c)
+  info = json.loads((tmp_path / 'out' / 'completion.json').read_text())
+  assert info['input_region'] == [15, 7, 16, 16] and info['model_canvas'] == [16, 16]
+
+  completer = job.load_completer(c)
+  visible = labels > 0
+  pl = resize.Placement((48, 48), (16, 16), (0, 0, 16, 16), region=(15, 7, 16, 16))
+  f, m = resize.to_model(frames, visible, pl)
+  rgb, mask = resize.from_model(completer(f, m, 'a red ball', seed=0).rgb, pl, completer.config.mask_threshold)
+  objects = np.stack([_png(tmp_path / 'out' / 'object' / f'{i:05d}.png') for i in range(5)])
+  np.testing.assert_array_equal(objects[..., :3], np.where(visible[..., None], frames, rgb))
+  np.testing.assert_array_equal(objects[..., 3] > 0, mask | visible)
+  outside = np.ones((48, 48), bool)
+  outside[15:31, 7:23] = False
+  assert not objects[:, outside, 3].any()
+
+
 def test_mp4_with_palette_masks(tmp_path, infer_config):
   frames = np.random.default_rng(1).integers(0, 256, (5, 18, 30, 3), dtype=np.uint8)
   io.write_mp4(tmp_path / 'clip.mp4', frames, fps=12)

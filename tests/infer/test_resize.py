@@ -64,3 +64,61 @@ def test_input_pixels_scales_canvas_lengths():
   assert resize.input_pixels(resize.placement((64, 64), 16, 4, 'pad'), 4) == 16
   assert resize.input_pixels(resize.placement((30, 60), 32, 4, 'pad'), 4) == 8     # content 16x32 of a 30x60 input
   assert resize.input_pixels(resize.placement((32, 32), 32, 4, 'pad'), 0) == 0
+
+
+def _square_path(frames, size, side, corners):
+  """(frames, size, size) masks of a side x side square at each (top, left) of `corners`."""
+  m = np.zeros((frames, size, size), bool)
+  for i, (t, l) in enumerate(corners):
+    m[i, t:t + side, l:l + side] = True
+  return m
+
+
+def test_object_fit_frames_the_visible_path_with_context():
+  """fit='object': the region is the visible path's box widened by `context` object sizes on each side (a 10-pixel
+  square moving 10 pixels right: path 10 x 20, plus 2 x 10 -> a 40-pixel square centred on the path), shifted into
+  the frame where it would cross an edge; no smaller than the model's resolution; as `pad` where it would not be
+  smaller than the frame, and for an object never seen."""
+  pl = resize.placement((128, 128), 16, 4, 'object')
+  assert pl == resize.placement((128, 128), 16, 4, 'pad')
+  moving = _square_path(2, 128, 10, [(50, 60), (50, 70)])
+  assert resize.around_object(pl, moving, 1.0).region == (35, 50, 40, 40)
+  assert resize.around_object(pl, moving, 0.0).region == (45, 60, 20, 20)   # the path's long side
+  corner = _square_path(1, 128, 10, [(2, 115)])
+  assert resize.around_object(pl, corner, 1.0).region == (0, 98, 30, 30)    # inside the frame
+  assert resize.around_object(pl, _square_path(1, 128, 2, [(60, 60)]), 1.0).region == (53, 53, 16, 16)  # >= 16
+  assert resize.around_object(pl, corner, 6.0) == pl                        # 130 > 128: the whole frame
+  assert resize.around_object(pl, np.zeros((2, 128, 128), bool), 1.0) == pl
+  wide = resize.placement((64, 160), 16, 4, 'object')                        # a square taller than the frame
+  assert resize.around_object(wide, _square_path(1, 160, 20, [(20, 90)])[:, :64], 1.5).region == (-8, 60, 80, 80)
+  with pytest.raises(ValueError, match='context'):
+    resize.around_object(pl, moving, -1.0)
+
+
+def test_object_fit_round_trip_pastes_the_region_back_on_white():
+  """Through the canvas and back: the object keeps its shape at the region's scale (a 13-pixel disk in a 96-pixel
+  frame would be 2 pixels across on a 16-pixel canvas with `pad`, and is 8 here), and nothing lies outside
+  the region: white, not in the mask. A region past the frame's edge repeats the edge pixels on the canvas."""
+  yy, xx = np.mgrid[:96, :96]
+  disk = ((yy - 40) ** 2 + (xx - 70) ** 2 <= 6 ** 2)[None]
+  objects = np.where(disk[..., None], 20, 255).astype(np.uint8).repeat(3, axis=-1)
+  pl = resize.around_object(resize.placement((96, 96), 16, 4, 'object'), disk, 0.5)
+  top, left, h, w = pl.region
+  assert (h, w) == (26, 26) and pl.box == (0, 0, 16, 16)   # 13 + 2 x 0.5 x 13
+  f, m = resize.to_model(objects, disk, pl)
+  assert 0.7 * np.pi * 6.5 ** 2 * (16 / 26) ** 2 < m.sum() < 1.3 * np.pi * 6.5 ** 2 * (16 / 26) ** 2
+  rgb, back = resize.from_model(f, pl, mask_threshold=0.5)
+  outside = np.ones((96, 96), bool)
+  outside[top:top + h, left:left + w] = False
+  assert (rgb[:, outside] == 255).all() and not back[:, outside].any()
+  iou = (back & disk).sum() / (back | disk).sum()
+  assert iou > 0.8, iou
+  assert resize.input_pixels(pl, 4) == round(4 * 26 / 16)
+
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (1, 40, 40, 3), dtype=np.uint8)
+  edge = resize.Placement((40, 40), (16, 16), (0, 0, 16, 16), region=(-8, 30, 16, 16))   # rows -8..8, cols 30..46
+  f, m = resize.to_model(frames, np.ones((1, 40, 40), bool), edge)
+  np.testing.assert_array_equal(f[0, :8, :10], np.broadcast_to(frames[0, :1, 30:40], (8, 10, 3)))
+  np.testing.assert_array_equal(f[0, 8:, :10], frames[0, :8, 30:40])
+  assert m[0, 8:, :10].all() and not m[0, :8].any() and not m[0, :, 10:].any()

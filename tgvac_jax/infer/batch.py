@@ -49,6 +49,7 @@ class InferSettings:
   fps: float = 10.0            # for frame folders; video files keep their own
   overwrite: bool = False      # redo sequences whose folder exists
   keep_visible: bool = True    # the visible part is observed: write the input's pixels there, and in the mask
+  object_context: float = 1.0  # fit 'object': object sizes of scene kept on each side of its visible path
 
   def __post_init__(self):
     if self.fit not in resize.FITS:
@@ -57,6 +58,8 @@ class InferSettings:
       raise ValueError(f'select {self.select!r} is not one of {hypotheses.CRITERIA}')
     if self.num_samples < 1 or self.batch_size < 0 or self.fps <= 0 or self.preview_height < 1:
       raise ValueError('num_samples, fps and preview_height must be >= 1 and batch_size >= 0')
+    if self.object_context < 0:
+      raise ValueError(f'object_context {self.object_context} must be >= 0 (object sizes of scene on each side)')
 
 
 def caption_tokens(tokenize, caption: str) -> int:
@@ -134,7 +137,7 @@ def _info(p: _Planned, completer: AmodalCompleter, settings: InferSettings, seed
       'sequence': p.seq.name, 'caption': p.seq.text, 'caption_tokens': p.tokens,
       'caption_truncated': bool(max_len and p.tokens > max_len), 'source': p.seq.describe(),
       'frames': p.num_frames, 'input_size': list(p.placement.size), 'model_canvas': list(p.placement.canvas),
-      'content_box': list(p.placement.box), 'fps': fps,
+      'content_box': list(p.placement.box), 'input_region': list(p.placement.input_region), 'fps': fps,
       'hypotheses': {'seeds': seeds, 'scores': scores, 'select': settings.select, 'chosen': chosen},
       'settings': dataclasses.asdict(settings), 'completion': dataclasses.asdict(completer.config),
       'timings': timings, 'devices': [str(d) for d in (completer.mesh.devices.flat if completer.mesh is not None
@@ -219,6 +222,9 @@ def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequ
       t_read = time.time()
       clips = [p.seq.load() for p in batch]
       read_s = (time.time() - t_read) / len(batch)
+      if settings.fit == 'object':
+        for p, clip in zip(batch, clips):
+          p.placement = resize.around_object(p.placement, clip.visible, settings.object_context)
       canvas = [resize.to_model(c.frames, c.visible, p.placement) for c, p in zip(clips, batch)]
       s = settings.num_samples
       t_call = time.time()
