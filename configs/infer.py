@@ -43,8 +43,9 @@ def get_config():
 
   # model input and outputs
   c.resolution = 0           # square model resolution (0: the checkpoint's unet sample_size x VAE factor)
-  c.fit = 'pad'              # pad (letterbox) | stretch | short_side | object (a square around the object)
-  c.object_context = 1.0     # fit=object: object sizes of scene kept on each side of the object's visible path
+  c.fit = 'pad'              # pad (letterbox) | stretch | short_side | object (a square around the object's path)
+                             # | follow (a square around the object, moving with it): see tgvac_jax/infer/resize.py
+  c.object_context = 1.0     # object / follow: object sizes of scene kept on each side of the object
   c.dtype = 'float32'        # float32 | bfloat16 | float16 compute
   c.num_samples = 1          # hypotheses per video (seeds seed, seed+1, ...)
   c.seed = 0

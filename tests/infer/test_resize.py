@@ -122,3 +122,27 @@ def test_object_fit_round_trip_pastes_the_region_back_on_white():
   np.testing.assert_array_equal(f[0, :8, :10], np.broadcast_to(frames[0, :1, 30:40], (8, 10, 3)))
   np.testing.assert_array_equal(f[0, 8:, :10], frames[0, :8, 30:40])
   assert m[0, 8:, :10].all() and not m[0, :8].any() and not m[0, :, 10:].any()
+
+
+def test_follow_fit_moves_the_square_with_the_object():
+  """fit='follow': a 10-pixel square crossing a 128-pixel frame (15 pixels a frame) is seen in a 30-pixel square
+  (10 + 2 x 10) centred on it (the 5-frame smoothing is exact on a straight path away from the ends), every
+  frame's object inside its square; a frame where it is hidden gets the square between its neighbours'; the
+  round trip puts the object back where it was in each frame."""
+  corners = [(40, 5 + 15 * i) for i in range(8)]
+  moving = _square_path(8, 128, 10, corners)
+  pl = resize.around_object(resize.placement((128, 128), 16, 4, 'follow'), moving, 1.0, follow=True)
+  assert pl.input_region[2:] == (30, 30) and len(pl.track) == 8
+  for i, (t, l) in enumerate(corners):
+    top, left, h, w = pl.frame_region(i)
+    assert top <= t and t + 10 <= top + h and left <= l and l + 10 <= left + w, (i, pl.frame_region(i))
+    if 2 <= i <= 5:
+      assert (top, left) == (t - 10, l - 10)
+  hidden = moving.copy()
+  hidden[3] = False
+  assert resize.around_object(pl, hidden, 1.0, follow=True).track[3] == pl.track[3]   # straight path: the same
+  objects = np.where(moving[..., None], 20, 255).astype(np.uint8).repeat(3, axis=-1)
+  f, m = resize.to_model(objects, moving, pl)
+  np.testing.assert_array_equal(m[2], m[5])                   # the object stands still on the canvas
+  rgb, back = resize.from_model(f, pl, mask_threshold=0.5)
+  assert ((back & moving).sum((1, 2)) / (back | moving).sum((1, 2))).min() > 0.8

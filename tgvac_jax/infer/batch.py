@@ -49,7 +49,7 @@ class InferSettings:
   fps: float = 10.0            # for frame folders; video files keep their own
   overwrite: bool = False      # redo sequences whose folder exists
   keep_visible: bool = True    # the visible part is observed: write the input's pixels there, and in the mask
-  object_context: float = 1.0  # fit 'object': object sizes of scene kept on each side of its visible path
+  object_context: float = 1.0  # fit 'object' / 'follow': object sizes of scene kept on each side of the object
 
   def __post_init__(self):
     if self.fit not in resize.FITS:
@@ -137,7 +137,8 @@ def _info(p: _Planned, completer: AmodalCompleter, settings: InferSettings, seed
       'sequence': p.seq.name, 'caption': p.seq.text, 'caption_tokens': p.tokens,
       'caption_truncated': bool(max_len and p.tokens > max_len), 'source': p.seq.describe(),
       'frames': p.num_frames, 'input_size': list(p.placement.size), 'model_canvas': list(p.placement.canvas),
-      'content_box': list(p.placement.box), 'input_region': list(p.placement.input_region), 'fps': fps,
+      'content_box': list(p.placement.box), 'input_region': list(p.placement.input_region),
+      'region_track': [list(t) for t in p.placement.track] if p.placement.track else None, 'fps': fps,
       'hypotheses': {'seeds': seeds, 'scores': scores, 'select': settings.select, 'chosen': chosen},
       'settings': dataclasses.asdict(settings), 'completion': dataclasses.asdict(completer.config),
       'timings': timings, 'devices': [str(d) for d in (completer.mesh.devices.flat if completer.mesh is not None
@@ -222,9 +223,10 @@ def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequ
       t_read = time.time()
       clips = [p.seq.load() for p in batch]
       read_s = (time.time() - t_read) / len(batch)
-      if settings.fit == 'object':
+      if settings.fit in ('object', 'follow'):
         for p, clip in zip(batch, clips):
-          p.placement = resize.around_object(p.placement, clip.visible, settings.object_context)
+          p.placement = resize.around_object(p.placement, clip.visible, settings.object_context,
+                                             follow=settings.fit == 'follow')
       canvas = [resize.to_model(c.frames, c.visible, p.placement) for c, p in zip(clips, batch)]
       s = settings.num_samples
       t_call = time.time()
