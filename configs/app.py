@@ -55,4 +55,6 @@ def get_config():
   c.infer.sampler.guidance_scale = 0.0
   c.infer.mask_threshold = 0.0
   c.infer.mask_closing = -1  # -1: the checkpoint's default
+  c.infer.fit = ''           # '': the checkpoint's default
+  c.infer.object_context = -1.0
   return c

@@ -190,6 +190,7 @@ def _infer(c, checkpoint_dir: str, root: Path, out: Path, *, window: int, stride
   ic.sampler.steps, ic.sampler.guidance_scale = c.sample.steps, c.sample.guidance_scale
   ic.sampler.chunk_size = c.sample.chunk_size
   ic.mask_threshold, ic.mask_closing = c.sample.mask_threshold, c.sample.mask_closing
+  ic.fit, ic.object_context = c.sample.fit, c.sample.object_context
   infer_job.run(ic)
 
 

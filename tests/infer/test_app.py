@@ -283,7 +283,8 @@ def test_demo_checkpoint_sampling_defaults(tmp_path):
   assert got == {'steps': quick.sample.steps, 'guidance_scale': quick.sample.guidance_scale,
                  'window_length': quick.sample.window_length, 'stride': quick.unseen.stride,
                  'chunk_size': quick.sample.chunk_size, 'mask_threshold': quick.sample.mask_threshold,
-                 'mask_closing': quick.sample.mask_closing}
+                 'mask_closing': quick.sample.mask_closing, 'fit': quick.sample.fit,
+                 'object_context': quick.sample.object_context}
   assert app_job.demo_sampling(tmp_path / 'elsewhere' / 'model') == {}
 
 

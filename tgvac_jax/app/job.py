@@ -50,7 +50,7 @@ def demo_sampling(checkpoint: str | os.PathLike) -> dict:
       s = d.sample
       return {'steps': s.steps, 'guidance_scale': s.guidance_scale, 'window_length': s.window_length,
               'stride': d.unseen.stride, 'chunk_size': s.chunk_size, 'mask_threshold': s.mask_threshold,
-              'mask_closing': s.mask_closing}
+              'mask_closing': s.mask_closing, 'fit': s.fit, 'object_context': s.object_context}
   return {}
 
 
@@ -66,6 +66,10 @@ def resolved_infer_block(c) -> tuple[ml_collections.ConfigDict, str]:
     block.mask_threshold = demo.get('mask_threshold', paper.mask_threshold)
   if block.mask_closing < 0:
     block.mask_closing = demo.get('mask_closing', paper.mask_closing)
+  if not block.fit:
+    block.fit = demo.get('fit', paper.fit)
+  if block.object_context < 0:
+    block.object_context = demo.get('object_context', paper.object_context)
   return block, ('the demo\'s sampler settings (configs/demo.py)' if demo else 'configs/infer.py\'s defaults')
 
 
