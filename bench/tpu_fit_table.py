@@ -164,33 +164,33 @@ HEADER = ('program', 'topology', 'fits?', 'GiB / device', 'TFLOP / step', 'colle
 
 
 def table(rows: list[Row], out: Path, effort: float) -> tuple[str, list[str]]:
-  """Markdown table of the rows with results, footnoted by their commands; and the rows still missing."""
+  """Markdown table of the rows with results (each named by its row, for `--list ROW` and a rerun), then each row's
+  command with when and under what load it compiled; and the rows still missing."""
   lines = ['| ' + ' | '.join(HEADER) + ' |', '|' + ' --- |' * len(HEADER)]
+  empty = ' |' * (len(HEADER) - 3)
   notes, missing = [], []
   for row in rows:
     cmd = command(row, effort, out)
     if row.skip:
-      lines.append(f'| {row.label} | {row.topology} | not compiled: {row.skip} |' + ' |' * (len(HEADER) - 3))
+      lines.append(f'| {row.label} (`{row.name}`) | {row.topology} | not compiled: {row.skip} |' + empty)
       continue
     record = read_record(out / f'{row.name}.run.json')
     if record and record.get('command') == cmd[1:] and record.get('rc') != 0:
-      lines.append(f'| {row.label} [{len(notes) + 1}] | {row.topology} | failed: `{record.get("error", "")}` |'
-                   + ' |' * (len(HEADER) - 3))
-      notes.append(f'[{len(notes) + 1}] `{shell(cmd)}`')
+      lines.append(f'| {row.label} (`{row.name}`) | {row.topology} | failed: `{record.get("error", "")}` |' + empty)
+      notes.append(f'- `{row.name}`: `{shell(cmd)}`')
       continue
     if not reusable(record, cmd, out / row.name):
       missing.append(row.name)
       continue
     result = json.loads((out / row.name / 'compile.json').read_text())
-    mark = f'[{len(notes) + 1}]'
     for p in result['programs']:
       label = row.label if len(result['programs']) == 1 else f"{row.label}: {p['program']}"
-      lines.append(f'| {label} {mark} | {row.topology} | ' + ' | '.join(cells(p, record)) + ' |')
+      lines.append(f'| {label} (`{row.name}`) | {row.topology} | ' + ' | '.join(cells(p, record)) + ' |')
     job_lines = [ln.strip() for ln in result['lines'] if ln.strip().startswith('->') or 'NOT FIT' in ln]
     load = f"load average {record['load_start']:.1f} -> {record['load_end']:.1f}, nice {record['nice']}"
-    notes.append(f'{mark} `{shell(cmd)}` ({record["date"]}, {load})'
+    notes.append(f'- `{row.name}`: `{shell(cmd)}` ({record["date"]}, {load})'
                  + ''.join(f'; the job: `{ln}`' for ln in job_lines))
-  return '\n'.join(lines + [''] + [n + '\n' for n in notes]).rstrip() + '\n', missing
+  return '\n'.join(lines + [''] + notes) + '\n', missing
 
 
 def sweep(rows: list[Row], effort: float, out: Path) -> None:
