@@ -53,7 +53,8 @@ def _train(config: str, overrides: str, programs: str = 'train_step') -> tuple[t
 def matrix() -> list[Row]:
   """The issue's cells: frame stage at global batch 16 / 64 / 256, motion stage (16 clips x 14 frames) with each
   remat, the bf16 sampler, per topology; configs/frame_v5e_32.py as shipped, and from cached latents
-  with fsdp over all 32 chips and with a data axis. A batch must divide the slice's chips (the trainer splits it over data x fsdp = all chips)."""
+  with fsdp over all 32 chips and with a data axis. A batch must divide the slice's chips (the trainer splits it
+  over data x fsdp = all chips)."""
   rows = []
   for topo in TOPOLOGIES + ('v6e-8',):
     n = chips.parse(topo).chips
@@ -70,6 +71,11 @@ def matrix() -> list[Row]:
                         topo, _train('configs/motion.py', overrides)))
     rows.append(Row(f'sampler-{topo}', 'sampler, `configs/infer.py` bf16, one 14 x 256² window per chip, 30 steps',
                     topo, (('infer', 'configs/infer.py'), ('overrides', 'dtype=bfloat16'))))
+  # the change that would fit the frame step at batch 256 on a v5e-8 if the default effort needs ~30% more
+  # temporaries than effort -1 (docs/scale.md): half the activations
+  rows.append(Row('frame-b256-accum2-v5e-8', 'frame step, `configs/frame.py`, batch 256 as 2 x 128 '
+                  '(`optim.grad_accum=2`), fsdp 8', 'v5e-8',
+                  _train('configs/frame.py', 'batch_size=256,optim.grad_accum=2')))
   rows.append(Row('frame_v5e_32-v5e-32', 'frame step + encoder, `configs/frame_v5e_32.py` as shipped', 'v5e-32',
                   _train('configs/frame_v5e_32.py', '', programs='')))
   rows.append(Row('frame_v5e_32-cached-v5e-32', '`configs/frame_v5e_32.py`, cached latents (fsdp 32)', 'v5e-32',
