@@ -2,7 +2,7 @@
 (the compile job, configs/compile.py; no TPU needed), one row per program and topology.
 
 Each row is one `python run.py --config configs/compile.py ...` subprocess, one at a time, so every compile's host
-memory (5-7 GB at --effort=-1, 11-21 GB at the default effort for an SD-1.5 step) is freed before the next starts.
+memory (5-11 GB at --effort=-1, 11-21 GB at the default effort for an SD-1.5 step) is freed before the next starts.
 A row whose `<out>/<row>/compile.json` was written by the same command is reused, so an interrupted sweep resumes.
 
   nice -n 19 python bench/tpu_fit_table.py --effort=-1                       # every row (hours on 2 cores)
@@ -223,11 +223,12 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('rows', nargs='*', help="row names or patterns ('motion-*-v4-8'); run in this order")
   parser.add_argument('--effort', type=float, default=0.0,
                       help="XLA's exec_time_optimization_effort, -1..1; -1: a first look (see docs/scale.md)")
-  parser.add_argument('--out', type=Path, default=ROOT / 'out' / 'tpu_fit', help='one folder per row goes here')
+  parser.add_argument('--out', type=Path, help='one folder per row goes here (default: out/tpu_fit, or '
+                      'out/tpu_fit_effort-1 for --effort=-1: a sweep at another effort does not replace its rows)')
   parser.add_argument('--table', action='store_true', help='compile nothing: print the table of the rows done')
   parser.add_argument('--list', action='store_true', help='print each row and its command, compile nothing')
   args = parser.parse_args(argv)
-  out = args.out.absolute()
+  out = (args.out or ROOT / 'out' / ('tpu_fit' + (f'_effort{args.effort:g}' if args.effort else ''))).absolute()
   rows = select(matrix(), args.rows)
   if args.list:
     for row in rows:
