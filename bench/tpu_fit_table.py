@@ -73,8 +73,8 @@ def matrix() -> list[Row]:
                     topo, (('infer', 'configs/infer.py'), ('overrides', 'dtype=bfloat16'))))
   # the change that would fit the frame step at batch 256 on a v5e-8 if the default effort needs ~30% more
   # temporaries than effort -1 (docs/scale.md): half the activations
-  rows.append(Row('frame-b256-accum2-v5e-8', 'frame step, `configs/frame.py`, batch 256 as 2 x 128 '
-                  '(`optim.grad_accum=2`), fsdp 8', 'v5e-8',
+  rows.append(Row('frame-b256-accum2-v5e-8', 'frame step, `configs/frame.py`, batch 256 as 2 calls '
+                  'of 128 (`optim.grad_accum=2`; FLOPs and step per call), fsdp 8', 'v5e-8',
                   _train('configs/frame.py', 'batch_size=256,optim.grad_accum=2')))
   rows.append(Row('frame_v5e_32-v5e-32', 'frame step + encoder, `configs/frame_v5e_32.py` as shipped', 'v5e-32',
                   _train('configs/frame_v5e_32.py', '', programs='')))
