@@ -122,6 +122,7 @@ def test_unknown_part_is_one_error_before_anything_is_written(tmp_path):
   assert not (tmp_path / 'demo').exists()
 
 
+@pytest.mark.slow  # 30-60 s: moved out of the default tier (its ~20-minute budget)
 def test_rerun_reuses_and_repeats_the_table(quick):
   workdir, first = quick
   table = (workdir / 'ablation' / 'table.md').read_text()

@@ -132,6 +132,7 @@ def test_errors_write_nothing(folders, tmp_path, capsys):
   assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
 
 
+@pytest.mark.slow  # 30-60 s: moved out of the default tier (its ~20-minute budget)
 def test_motion_unet_exports_as_unet2d_plus_motion_adapter(tmp_path):
   """A video UNet leaves as a diffusers UNet2DConditionModel (spatial weights) + MotionAdapter that diffusers loads,
   and both come back into a fresh video UNet exactly."""

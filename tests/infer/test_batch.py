@@ -45,6 +45,7 @@ def _info(folder: Path) -> dict:
   return json.loads((folder / outputs.INFO_NAME).read_text())
 
 
+@pytest.mark.slow  # 30-60 s: moved out of the default tier (its ~20-minute budget)
 def test_batch_on_8_devices_equals_one_by_one(tmp_path, davis_root, infer_config, monkeypatch):
   sharded = job.load_completer(infer_config(shard='videos'))
   assert sharded.batch_multiple == 8

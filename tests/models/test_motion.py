@@ -223,6 +223,7 @@ def test_unet_rejects_clip_longer_than_position_table(base_models):
     video(np.zeros((1, 4, HW, HW, 12), np.float32), 1.0, np.zeros((1, S, 24), np.float32))
 
 
+@pytest.mark.slow  # 30-60 s: moved out of the default tier (its ~20-minute budget)
 def test_optimizer_on_motion_params_trains_motion_only(torch_models, base_models, video_inputs):
   """The stage-2 step, with remat of UNet blocks and motion modules (mixed differentiated / frozen weights)."""
   video = variant(base_models[1], unet_remat=True, remat=True)
