@@ -223,7 +223,7 @@ def complete_sequences(completer: AmodalCompleter, sequences: Sequence[InputSequ
       t_read = time.time()
       clips = [p.seq.load() for p in batch]
       read_s = (time.time() - t_read) / len(batch)
-      if settings.fit in ('object', 'follow'):
+      if settings.fit in resize.AROUND_OBJECT:
         for p, clip in zip(batch, clips):
           p.placement = resize.around_object(p.placement, clip.visible, settings.object_context,
                                              follow=settings.fit == 'follow')

@@ -29,6 +29,7 @@ from PIL import Image
 from tgvac_jax.infer.complete import amodal_mask
 
 FITS = ('pad', 'stretch', 'short_side', 'object', 'follow')
+AROUND_OBJECT = ('object', 'follow')   # fits whose region waits for the visible masks (around_object)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,7 @@ def placement(size: tuple[int, int], resolution: int, multiple: int, fit: str = 
                      'down-sampling)')
   if fit == 'stretch':
     return Placement((h, w), (resolution, resolution), (0, 0, resolution, resolution))
-  if fit in ('object', 'follow'):  # `pad` until the object is known (around_object)
+  if fit in AROUND_OBJECT:  # `pad` until the object is known
     fit = 'pad'
   scale = resolution / max(h, w) if fit == 'pad' else resolution / min(h, w)
   ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
