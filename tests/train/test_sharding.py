@@ -1,5 +1,7 @@
 """Mesh construction, the FSDP partition rule and global batches (no compiles: runs in seconds)."""
 
+import math
+
 import jax
 import ml_collections
 import numpy as np
@@ -68,3 +70,44 @@ def test_batch_not_divisible_by_data_parallel_size():
   check_config(tiny.tiny_config(batch_size=16), mesh)
   with pytest.raises(ValueError, match='grad_accum'):
     check_config(tiny.tiny_config(batch_size=16, **{'optim.grad_accum': 3}), mesh)
+
+
+@pytest.mark.parametrize('sizes, devices, batch, want', [
+    ({'data': 1, 'fsdp': -1, 'tensor': 1}, 32, 16, {'data': 1, 'fsdp': 16, 'tensor': 2}),   # the paper's on v5e-32
+    ({'data': 2, 'fsdp': -1, 'tensor': 1}, 32, 8, {'data': 2, 'fsdp': 4, 'tensor': 4}),
+    ({'data': -1, 'fsdp': 2, 'tensor': 1}, 8, 4, {'data': 2, 'fsdp': 2, 'tensor': 2}),
+    ({'data': 1, 'fsdp': -1, 'tensor': 1}, 8, 1, {'data': 1, 'fsdp': 1, 'tensor': 8}),
+    ({'data': 1, 'fsdp': -1, 'tensor': 1}, 8, 8, None),     # not smaller than the devices
+    ({'data': 1, 'fsdp': -1, 'tensor': 1}, 8, 16, None),
+    ({'data': 1, 'fsdp': -1, 'tensor': 1}, 8, 6, None),     # 6 does not divide 8: the strict error follows
+    ({'data': 4, 'fsdp': -1, 'tensor': 1}, 32, 2, None),    # the other batch axis does not divide the batch
+    ({'data': 1, 'fsdp': 8, 'tensor': 1}, 8, 4, None),      # explicit sizes are kept
+    ({'data': 1, 'fsdp': -1, 'tensor': 2}, 8, 2, None),     # 'tensor' set by hand
+    ({'data': 1, 'fsdp': 4, 'tensor': -1}, 8, 2, None),     # the -1 not on a batch axis
+    ({'data': 1, 'fsdp': -1, 'tensor': 1}, 8, None, None),  # no batch given
+])
+def test_batch_rows_split_rule(sizes, devices, batch, want):
+  got = sharding.batch_rows_split(sizes, devices, batch)
+  assert got == want
+  if want is not None:  # the formula: the batch axes hold exactly the batch, 'tensor' the rest of the devices
+    assert got['data'] * got['fsdp'] == batch and math.prod(got.values()) == devices
+    assert all(got[a] == s for a, s in sizes.items() if s != -1 and a != 'tensor')
+
+
+def test_make_mesh_gives_a_small_batch_a_tensor_axis_and_keeps_the_strict_errors():
+  mesh = sharding.make_mesh(_mesh_cfg(), batch=4)
+  assert dict(mesh.shape) == {'data': 1, 'fsdp': 4, 'tensor': 2}
+  check_config(tiny.tiny_config(batch_size=4), mesh)
+  for cfg, batch in ((_mesh_cfg(), 6), (_mesh_cfg(fsdp=8), 4)):
+    mesh = sharding.make_mesh(cfg, batch=batch)
+    assert dict(mesh.shape) == {'data': 1, 'fsdp': 8, 'tensor': 1}
+    with pytest.raises(ValueError, match=f'batch size {batch} .* not divisible by the data-parallel size 8'):
+      check_config(tiny.tiny_config(batch_size=batch), mesh)
+
+
+def test_split_rows_refuses_rows_the_tensor_axis_does_not_divide():
+  mesh = sharding.make_mesh(_mesh_cfg(), batch=1)  # tensor 8
+  with pytest.raises(ValueError, match="images of 12 rows .* tensor axis of 8: a batch of 2 per step call would "
+                                       'leave a tensor axis of 4'):
+    sharding.split_rows(np.zeros((1, 12, 12, 4), np.float32), mesh)
+  assert sharding.split_rows(np.zeros((1, 8, 8, 4)), sharding.make_mesh(_mesh_cfg())).shape == (1, 8, 8, 4)

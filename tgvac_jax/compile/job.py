@@ -143,13 +143,14 @@ def run(config) -> None:
   from tgvac_jax.compile import programs  # pylint: disable=import-outside-toplevel
   from tgvac_jax.train.metrics import peak_flops  # pylint: disable=import-outside-toplevel
   from tgvac_jax.train.sharding import make_mesh  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train.state import micro_batch_size  # pylint: disable=import-outside-toplevel
   peak = peak_flops(devices[0])
   print(f'compile: {spec} for {topology.name} ({len(devices)} x {devices[0].device_kind}, '
         f'{topology.chip.hbm_gib:g} GiB HBM each), programs {", ".join(names)}', flush=True)
 
   built = []
   if c.train:
-    mesh = make_mesh(target_config.mesh, devices)
+    mesh = make_mesh(target_config.mesh, devices, batch=micro_batch_size(target_config))
     for name in names:
       built.append((getattr(programs, name)(target_config, mesh), mesh, target_config))
   else:

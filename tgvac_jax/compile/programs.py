@@ -143,13 +143,13 @@ def train_step(config, mesh: Mesh) -> Program:
 
 def encode(config, mesh: Mesh) -> Program:
   """`train/cache_latents`' program (VAE + text encoder, replicated) on one training batch of pixels, split over
-  every device as the cache job splits its batches."""
+  every device as the cache job splits its batches (padded to a multiple of the devices, as `Encoder` pads)."""
   check_batch(config, mesh)
   models, _ = _models(config, mesh)
   (vae_def, vae), (te_def, te) = nnx.split(models['vae']), nnx.split(models['text_encoder'])
   flat = Mesh(np.asarray(mesh.devices).reshape(-1), ('data',))
   weights = _abstract((vae, te), jax.tree.map(lambda _: NamedSharding(flat, P()), (vae, te)))
-  batch = micro_batch_size(config)
+  batch = -(-micro_batch_size(config) // flat.size) * flat.size
   data = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=NamedSharding(flat, P('data')))
           for k, v in pixel_batch(config, batch, mesh).items()}
   return Program('encode', encode_program(vae_def, te_def), (weights, data), examples=batch)

@@ -23,7 +23,7 @@ from tgvac_jax.train import cache_latents, trainer
 from tgvac_jax.train.inputs import make_dataset
 from tgvac_jax.train.sharding import make_mesh
 from tgvac_jax.train.stages import check_init
-from tgvac_jax.train.state import check_config, setup
+from tgvac_jax.train.state import check_config, micro_batch_size, setup
 
 
 def procedural_dataset(config, workdir: Path) -> str:
@@ -70,7 +70,7 @@ def train(config) -> None:
   if config.distributed.initialize:
     distributed.initialize(config.distributed)
   workdir = Path(config.workdir).absolute()
-  mesh = make_mesh(config.mesh)
+  mesh = make_mesh(config.mesh, batch=micro_batch_size(config))
   # every bad input fails from here to setup, before anything is compiled or written under workdir; the config
   # and the starting weights first (their messages say more than a data or tokenizer error would)
   check_config(config, mesh)

@@ -197,9 +197,9 @@ def step_program(config, mesh: jax.sharding.Mesh, models: dict[str, nnx.Module],
 
   tx, schedule = make_optimizer(config.optim, config.num_steps)
   if stage.name == 'vae':
-    loss = vae_loss_fn(config, graphdefs)
+    loss = vae_loss_fn(config, graphdefs, mesh)
   else:
-    loss = diffusion_loss_fn(config, graphdefs, empty_ids)
+    loss = diffusion_loss_fn(config, graphdefs, empty_ids, mesh)
   step = make_train_step(loss, tx, schedule, float(config.ema_decay), int(config.optim.grad_accum))
 
   def init(p):

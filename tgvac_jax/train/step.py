@@ -24,6 +24,7 @@ from tgvac_jax import target
 from tgvac_jax.diffusion import losses, schedule as sch
 from tgvac_jax.train import latents as lat
 from tgvac_jax.train.optimizer import update_weights
+from tgvac_jax.train.sharding import split_rows
 
 LossFn = Callable[..., tuple[jax.Array, dict]]
 
@@ -56,9 +57,10 @@ def _per_sample(flag: jax.Array, like: jax.Array) -> jax.Array:
   return flag.reshape(flag.shape + (1,) * (like.ndim - 1))
 
 
-def diffusion_loss_fn(config, graphdefs: dict, empty_ids: np.ndarray) -> LossFn:
+def diffusion_loss_fn(config, graphdefs: dict, empty_ids: np.ndarray, mesh=None) -> LossFn:
   """loss(params, frozen, batch, key) -> (loss, aux) for the frame/motion stages; `frozen` = {name: state} with
-  the UNet's non-trainable rest under 'unet'."""
+  the UNet's non-trainable rest under 'unet'. On a `mesh` with a 'tensor' axis, the images the VAE encodes and the
+  UNet's input have their rows split over it (`sharding.split_rows`)."""
   abar = jnp.asarray(alphas_cumprod(config), jnp.float32)
   d = config.diffusion
   snr_gamma = float(d.snr_gamma) or None
@@ -69,7 +71,9 @@ def diffusion_loss_fn(config, graphdefs: dict, empty_ids: np.ndarray) -> LossFn:
     if lat.is_latent_batch(batch):
       z = batch
     else:
-      z = lat.encode_batch(nnx.merge(graphdefs['vae'], frozen['vae']), text_encoder, batch)
+      x = lat.model_range(batch)
+      x = {k: v if k == 'input_ids' else split_rows(v, mesh) for k, v in x.items()}
+      z = lat.encode_batch(nnx.merge(graphdefs['vae'], frozen['vae']), text_encoder, x)
     z = jax.tree.map(jax.lax.stop_gradient, z)
     k_target, k_noise, k_drop = jax.random.split(key, 3)
     x0 = lat.sample_target(z, k_target)
@@ -80,14 +84,14 @@ def diffusion_loss_fn(config, graphdefs: dict, empty_ids: np.ndarray) -> LossFn:
     cond = jnp.concatenate([z['occluded'], z['mask']], axis=-1)
     cond = jnp.where(_per_sample(drop_concat, cond), 0.0, cond)
     unet = nnx.merge(graphdefs['unet'], params, frozen['unet'])
-    out = unet(jnp.concatenate([z_t, cond], axis=-1), t, context)
+    out = unet(split_rows(jnp.concatenate([z_t, cond], axis=-1), mesh), t, context)
     value = losses.diffusion_loss(out, x0, noise, t, abar, prediction_type=d.prediction_type, snr_gamma=snr_gamma)
     return value, {}
 
   return loss
 
 
-def vae_loss_fn(config, graphdefs: dict) -> LossFn:
+def vae_loss_fn(config, graphdefs: dict, mesh=None) -> LossFn:
   """loss(params, frozen, batch, key) -> (loss, {'reconstruction', 'kl'}) for the autoencoder stage."""
   kind, kl_weight = config.vae_loss.reconstruction, float(config.vae_loss.kl_weight)
   if kind not in ('l1', 'mse'):
@@ -97,7 +101,7 @@ def vae_loss_fn(config, graphdefs: dict) -> LossFn:
     vae = nnx.merge(graphdefs['vae'], params, frozen['vae'])
     x = lat.model_range(batch)
     images = jnp.concatenate([x['amodal'], x['occluded']], axis=0)
-    images = images.reshape((-1,) + images.shape[-3:]).astype(jnp.float32)
+    images = split_rows(images.reshape((-1,) + images.shape[-3:]).astype(jnp.float32), mesh)
     posterior = vae.encode(images)
     err = vae.decode(posterior.sample(key)).astype(jnp.float32) - images
     rec = jnp.mean(jnp.abs(err)) if kind == 'l1' else jnp.mean(jnp.square(err))
