@@ -197,6 +197,9 @@ def test_bad_input_is_one_error_line_and_writes_nothing(tmp_path):
      'v5e-32; valid mesh.fsdp with data=1, tensor=1: 1, 2, 4, 8, 16, 32 or -1'),
     ('v5e-16', 'batch_size=24,mesh.fsdp=-1', 'not divisible by the data-parallel size 16 (mesh data x fsdp = 1 x 16); '
      'closest valid batch_size: 16, 32'),
+    # below the chips, a batch that divides them is valid too (fsdp = batch, 'tensor' takes the rest)
+    ('v5e-32', 'batch_size=12', 'not divisible by the data-parallel size 32 (mesh data x fsdp = 1 x 32); closest '
+     'valid batch_size: 8, 32'),
     ('v5e-8', 'mesh.fdsp=8', "'mesh.fdsp=8' is not KEY=VALUE of a field of " + os.path.join(ROOT, 'configs/frame.py')
      + '; closest: mesh.fsdp'),
 ])

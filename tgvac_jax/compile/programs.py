@@ -30,7 +30,7 @@ from tgvac_jax.models.unet import UNetConfig
 from tgvac_jax.models.vae import AutoencoderKLConfig
 from tgvac_jax.train import stages
 from tgvac_jax.train.cache_latents import encode_program
-from tgvac_jax.train.sharding import batch_sharding, data_parallel_size
+from tgvac_jax.train.sharding import AXES, batch_rows_split, batch_sharding, data_parallel_size
 from tgvac_jax.train.state import check_config, micro_batch_size, step_program
 
 LATENT_FACTOR = 8  # SD's VAE: 256 px -> 32x32 latents
@@ -118,6 +118,9 @@ def check_batch(config, mesh: Mesh) -> None:
   if micro % dp:
     accum = int(config.optim.grad_accum)
     lower, upper = (micro // dp) * dp * accum, -(-micro // dp) * dp * accum
+    sizes = {a: int(config.mesh[a]) for a in AXES}
+    # below the devices, a batch that divides them is valid too ('tensor' takes the rest)
+    lower = max([lower] + [b * accum for b in range(1, micro) if batch_rows_split(sizes, mesh.size, b)])
     raise ValueError(f'batch size {micro} (batch_size {config.batch_size} / optim.grad_accum {accum}) is not '
                      f'divisible by the data-parallel size {dp} (mesh data x fsdp = {mesh.shape["data"]} x '
                      f'{mesh.shape["fsdp"]}); closest valid batch_size: '
