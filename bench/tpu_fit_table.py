@@ -54,14 +54,17 @@ def matrix() -> list[Row]:
   """The issue's cells: frame stage at global batch 16 / 64 / 256, motion stage (16 clips x 14 frames) with each
   remat, the bf16 sampler, per topology; configs/frame_v5e_32.py as shipped, and from cached latents
   with fsdp over all 32 chips and with a data axis. A batch must divide the slice's chips (the trainer splits it
-  over data x fsdp = all chips)."""
+  over data x fsdp = all chips), or be a divisor of them (then 'tensor' splits each image's rows:
+  `sharding.batch_rows_split`)."""
   rows = []
   for topo in TOPOLOGIES + ('v6e-8',):
     n = chips.parse(topo).chips
     if topo != 'v6e-8':
       for b in FRAME_BATCHES:
-        skip = f'batch {b} does not divide {n} chips (use {n} or more)' if b % n else ''
-        rows.append(Row(f'frame-b{b}-{topo}', f'frame step, `configs/frame.py`, batch {b}, fsdp {n}', topo,
+        # a batch below the chips that divides them: fsdp takes the batch, 'tensor' splits each image's rows
+        mesh = f'fsdp {b} x tensor {n // b}' if b < n else f'fsdp {n}'
+        skip = f'batch {b} does not divide {n} chips (use {n} or more)' if b % n and n % b else ''
+        rows.append(Row(f'frame-b{b}-{topo}', f'frame step, `configs/frame.py`, batch {b}, {mesh}', topo,
                         _train('configs/frame.py', f'batch_size={b}'), skip))
       # 16 clips do not divide 32 chips: there the smallest batch that does, the same 2 clips per chip as a v5e-8
       b = MOTION_BATCH if MOTION_BATCH % n == 0 else n

@@ -83,3 +83,26 @@ def test_failed_row_shows_the_jobs_error_line(tmp_path):
   cells = _cells(text, 'bad row')
   assert cells[2].startswith("failed: `run.py: error: unknown TPU topology 'v5e-7'"), cells
   assert 'Traceback' not in text and not (tmp_path / 'bad-v5e-7').exists()
+
+
+def test_frame_rows_skip_exactly_the_batches_the_job_refuses():
+  """A frame row is skipped where the compile job's own mesh and batch checks refuse its batch, and names the mesh
+  the job builds (batch 16 on a v5e-32: fsdp 16 x tensor 2)."""
+  from configs import frame  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.compile import chips, programs  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.train.sharding import make_mesh  # pylint: disable=import-outside-toplevel
+  rows = [r for r in fit.matrix() if r.name.startswith('frame-b') and 'accum' not in r.name]
+  assert any(r.name == 'frame-b16-v5e-32' for r in rows)
+  for row in rows:
+    c = frame.get_config()
+    c.batch_size = int(dict(row.config)['overrides'].removeprefix('batch_size='))
+    mesh = make_mesh(c.mesh, chips.devices(chips.parse(row.topology)), batch=c.batch_size)
+    try:
+      programs.check_batch(c, mesh)
+      refused = False
+    except ValueError:
+      refused = True
+    assert bool(row.skip) == refused, row.name
+    if not refused:
+      t = mesh.shape['tensor']
+      assert row.label.endswith(f'fsdp {mesh.shape["fsdp"]}' + (f' x tensor {t}' if t > 1 else '')), row.label
