@@ -96,6 +96,14 @@ def test_batch_not_divisible_by_data_parallel_size(tmp_path, dataset):
   fails_cleanly(c, ValueError, r'batch size 6 .* not divisible by the data-parallel size 8')
 
 
+def test_batch_below_the_devices_whose_tensor_axis_does_not_divide_the_latent_rows(tmp_path, dataset):
+  """Batch 1 on 8 devices: 'tensor' takes all 8 (sharding.batch_rows_split), more than the 4 latent rows of 16 px
+  frames under this VAE's 4x downsampling."""
+  c = tiny(frame, tmp_path, dataset, batch_size=1)
+  fails_cleanly(c, ValueError, r"images of 4 rows cannot be split over the mesh's tensor axis of 8: a batch of 2 per "
+                               'step call would leave a tensor axis of 4')
+
+
 def run_py(*args):
   return subprocess.run([sys.executable, 'run.py', *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
                         env=dict(os.environ, JAX_PLATFORMS='cpu'))

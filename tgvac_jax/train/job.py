@@ -21,8 +21,8 @@ from absl import logging
 from tgvac_jax import distributed
 from tgvac_jax.train import cache_latents, trainer
 from tgvac_jax.train.inputs import make_dataset
-from tgvac_jax.train.sharding import make_mesh
-from tgvac_jax.train.stages import check_init
+from tgvac_jax.train.sharding import check_rows, make_mesh
+from tgvac_jax.train.stages import check_init, latent_size
 from tgvac_jax.train.state import check_config, micro_batch_size, setup
 
 
@@ -74,7 +74,7 @@ def train(config) -> None:
   # every bad input fails from here to setup, before anything is compiled or written under workdir; the config
   # and the starting weights first (their messages say more than a data or tokenizer error would)
   check_config(config, mesh)
-  check_init(config)
+  check_rows(latent_size(config, check_init(config)), mesh)
   if config.data.procedural_videos > 0 and not config.data.dataset and not config.data.cached_latents:
     config.data.dataset = procedural_dataset(config, workdir)
   iterator = iter(make_dataset(config, jax.process_index(), jax.process_count()))

@@ -65,16 +65,21 @@ def batch_rows_split(sizes: Mapping[str, int], devices: int, batch: int | None) 
   return {**sizes, fill: batch // other, 'tensor': devices // batch}
 
 
+def check_rows(rows: int, mesh: Mesh) -> None:
+  """`split_rows`' condition, for a check before anything is built: `rows` divisible by the 'tensor' axis."""
+  t = mesh.shape['tensor']
+  if rows % t:
+    raise ValueError(f'images of {rows} rows cannot be split over the mesh\'s tensor axis of {t}: a batch of '
+                     f'{mesh.size // math.gcd(rows, t)} per step call would leave a tensor axis of '
+                     f'{math.gcd(rows, t)}, which divides them')
+
+
 def split_rows(x: jax.Array, mesh: Mesh | None) -> jax.Array:
   """Inside the train step: images (..., H, W, C) with the batch leading, their rows H split over 'tensor' (the
   batch stays on ('data', 'fsdp')); unchanged when 'tensor' is 1."""
   if mesh is None or mesh.shape['tensor'] == 1:
     return x
-  t, h = mesh.shape['tensor'], x.shape[-3]
-  if h % t:
-    raise ValueError(f'images of {h} rows (shape {tuple(x.shape)}) cannot be split over the mesh\'s tensor axis of '
-                     f'{t}: a batch of {mesh.size // math.gcd(h, t)} per step call would leave a tensor axis of '
-                     f'{math.gcd(h, t)}, which divides them')
+  check_rows(x.shape[-3], mesh)
   spec = P(BATCH_AXES, *([None] * (x.ndim - 4)), 'tensor', None, None)
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 

@@ -139,6 +139,15 @@ def _component_config(folder: Path, name: str) -> dict:
   return ckpt.read_config(folder / name)
 
 
+def latent_size(config, configs: dict[str, dict]) -> int:
+  """Rows of the smallest images the train step splits over the mesh's 'tensor' axis: the latents (`data.size`
+  over the VAE's downsampling; `configs` from `check_init`, {} from scratch), the frames in the vae stage."""
+  if get_stage(config).name == 'vae':
+    return int(config.data.size)
+  channels = configs['vae']['block_out_channels'] if configs else config.model.vae_channels
+  return int(config.data.size) // 2 ** (len(channels) - 1)
+
+
 def check_init(config) -> dict[str, dict]:
   """All checks on the starting weights, before anything is built: {component: its config.json dict}."""
   stage = get_stage(config)
