@@ -111,3 +111,13 @@ def test_split_rows_refuses_rows_the_tensor_axis_does_not_divide():
                                        'leave a tensor axis of 4'):
     sharding.split_rows(np.zeros((1, 12, 12, 4), np.float32), mesh)
   assert sharding.split_rows(np.zeros((1, 8, 8, 4)), sharding.make_mesh(_mesh_cfg())).shape == (1, 8, 8, 4)
+
+
+@pytest.mark.parametrize('shape', [(4, 8, 8, 3), (4, 2, 8, 8, 3)])  # frames (B, H, W, C) and clips (B, F, H, W, C)
+def test_split_rows_puts_the_height_on_tensor(shape):
+  mesh = sharding.make_mesh(_mesh_cfg(), batch=4)  # fsdp 4 x tensor 2
+  out = jax.jit(lambda x: sharding.split_rows(x, mesh))(np.arange(math.prod(shape), dtype=np.float32).reshape(shape))
+  np.testing.assert_array_equal(np.asarray(out), np.arange(math.prod(shape)).reshape(shape))
+  rows = [s.index[-3] for s in out.addressable_shards]
+  assert out.sharding.shard_shape(shape) == (1,) + shape[1:-3] + (4,) + shape[-2:]
+  assert sorted({(r.start, r.stop) for r in rows}) == [(0, 4), (4, 8)]
