@@ -66,12 +66,12 @@ def matrix() -> list[Row]:
         skip = f'batch {b} does not divide {n} chips (use {n} or more)' if b % n and n % b else ''
         rows.append(Row(f'frame-b{b}-{topo}', f'frame step, `configs/frame.py`, batch {b}, {mesh}', topo,
                         _train('configs/frame.py', f'batch_size={b}'), skip))
-      # 16 clips do not divide 32 chips: there the smallest batch that does, the same 2 clips per chip as a v5e-8
-      b = MOTION_BATCH if MOTION_BATCH % n == 0 else n
+      # the paper's 16 clips everywhere: on a v5e-32, fsdp 16 x tensor 2 (each clip's rows split over 2 chips)
+      b = MOTION_BATCH
+      mesh = f'fsdp {b} x tensor {n // b}' if b < n else f'fsdp {n}'
       for remat in REMATS:
-        overrides = f'remat={remat}' + (f',batch_size={b}' if b != MOTION_BATCH else '')
-        rows.append(Row(f'motion-{remat}-{topo}', f'motion step, `configs/motion.py`, {b} x 14 frames, remat {remat}',
-                        topo, _train('configs/motion.py', overrides)))
+        rows.append(Row(f'motion-{remat}-{topo}', f'motion step, `configs/motion.py`, {b} x 14 frames, remat {remat}, '
+                        f'{mesh}', topo, _train('configs/motion.py', f'remat={remat}')))
     rows.append(Row(f'sampler-{topo}', 'sampler, `configs/infer.py` bf16, one 14 x 256² window per chip, 30 steps',
                     topo, (('infer', 'configs/infer.py'), ('overrides', 'dtype=bfloat16'))))
   # the change that would fit the frame step at batch 256 on a v5e-8 if the default effort needs ~30% more

@@ -85,17 +85,21 @@ def test_failed_row_shows_the_jobs_error_line(tmp_path):
   assert 'Traceback' not in text and not (tmp_path / 'bad-v5e-7').exists()
 
 
-def test_frame_rows_skip_exactly_the_batches_the_job_refuses():
-  """A frame row is skipped where the compile job's own mesh and batch checks refuse its batch, and names the mesh
-  the job builds (batch 16 on a v5e-32: fsdp 16 x tensor 2)."""
-  from configs import frame  # pylint: disable=import-outside-toplevel
+def test_frame_and_motion_rows_skip_exactly_the_batches_the_job_refuses():
+  """A frame or motion row is skipped where the compile job's own mesh and batch checks refuse its batch, and names
+  the mesh the job builds (batch 16 on a v5e-32, frames or the paper's 16 clips: fsdp 16 x tensor 2)."""
+  from configs import frame, motion  # pylint: disable=import-outside-toplevel
   from tgvac_jax.compile import chips, programs  # pylint: disable=import-outside-toplevel
   from tgvac_jax.train.sharding import make_mesh  # pylint: disable=import-outside-toplevel
-  rows = [r for r in fit.matrix() if r.name.startswith('frame-b') and 'accum' not in r.name]
-  assert any(r.name == 'frame-b16-v5e-32' for r in rows)
+  rows = [r for r in fit.matrix() if r.name.startswith(('frame-b', 'motion-')) and 'accum' not in r.name]
+  assert {'frame-b16-v5e-32', 'motion-none-v5e-32', 'motion-full-v5e-32'} <= {r.name for r in rows}
   for row in rows:
-    c = frame.get_config()
-    c.batch_size = int(dict(row.config)['overrides'].removeprefix('batch_size='))
+    c = (motion if row.name.startswith('motion-') else frame).get_config()
+    for item in dict(row.config)['overrides'].split(','):
+      key, value = item.split('=')
+      c[key] = int(value) if key == 'batch_size' else value
+    if row.name.startswith('motion-'):
+      assert c.batch_size == 16, row.name   # the paper's clips per step on every topology
     mesh = make_mesh(c.mesh, chips.devices(chips.parse(row.topology)), batch=c.batch_size)
     try:
       programs.check_batch(c, mesh)
