@@ -30,10 +30,12 @@ def _step(c, mesh, trainee: st.Trainee, batch: dict):
   return (*compiled(*args), compiled)
 
 
-def test_rows_split_step_equals_the_unsplit_step():
-  trainee = tiny.trainee('frame')
-  batch = tiny.pixel_batch(seed=3, batch=BATCH)
-  c = tiny.tiny_config('frame', batch_size=BATCH)
+def _split_equals_whole(stage: str, frames: int | None):
+  """The `stage` step at batch 4 on 8 devices (fsdp 4 x tensor 2) against the same on 4 (fsdp 4): the same loss,
+  gradient norm and new weights. Returns the split step's compiled program."""
+  trainee = tiny.trainee(stage)
+  batch = tiny.pixel_batch(seed=3, frames=frames, batch=BATCH)
+  c = tiny.tiny_config(stage, batch_size=BATCH)
   c.mesh.fsdp = -1
   mesh = sharding.make_mesh(c.mesh, jax.devices(), batch=BATCH)
   assert len(jax.devices()) == 8 and dict(mesh.shape) == {'data': 1, 'fsdp': 4, 'tensor': 2}
@@ -42,7 +44,7 @@ def test_rows_split_step_equals_the_unsplit_step():
   new_whole, m_whole, _ = _step(c, sharding.make_mesh(c.mesh, jax.devices()[:4], batch=BATCH), trainee, batch)
   for k in ('loss', 'grad_norm'):
     np.testing.assert_allclose(float(m_split[k]), float(m_whole[k]), rtol=2e-5)
-  assert float(m_whole['loss']) > 0 and int(m_split['skipped']) == 0
+  assert float(m_whole['loss']) > 0 and float(m_whole['grad_norm']) > 0 and int(m_split['skipped']) == 0
   moved = 0
   for a, b, old in zip(jax.tree.leaves(new_split.params), jax.tree.leaves(new_whole.params),
                        jax.tree.leaves(trainee.state.params)):
@@ -50,10 +52,25 @@ def test_rows_split_step_equals_the_unsplit_step():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
     moved += not np.array_equal(b, np.asarray(old))
   assert moved > 10  # the step changed the weights it compared
+  return compiled
 
+
+def test_rows_split_step_equals_the_unsplit_step():
+  compiled = _split_equals_whole('frame', None)
   # the rows really are split: each device's UNet input (12 channels: z_t, occluded, mask latents) holds one image
   # and half of its 8 latent rows (without the constraint XLA keeps whole images there: f32[1,8,8,12])
   hlo = compiled.as_text()
   latent = tiny.SIZE // 2
   assert re.search(rf'f32\[1,{latent // 2},{latent},12\]', hlo), 'no per-device UNet input of half the rows'
   assert not re.search(rf'f32\[1,{latent},{latent},12\]', hlo)
+
+
+def test_rows_split_motion_step_equals_the_unsplit_step():
+  """The motion stage (configs/motion.py's paper batch 16 on a v5e-32 is fsdp 16 x tensor 2): clips (B, F, H, W, C)
+  whose rows are split, through motion modules that attend over each pixel's frames."""
+  compiled = _split_equals_whole('motion', tiny.FRAMES)
+  hlo = compiled.as_text()
+  latent, f = tiny.SIZE // 2, tiny.FRAMES
+  # each device's UNet input: one clip's frames, half of each frame's latent rows
+  assert re.search(rf'f32\[1,{f},{latent // 2},{latent},12\]', hlo), 'no per-device clip input of half the rows'
+  assert not re.search(rf'f32\[1,{f},{latent},{latent},12\]', hlo)
