@@ -17,6 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPES = {
     'frame stage level 1 self-attention, 2 x 1024, 8 x 40': (2, 1024, 1024, 8, 40),
     'motion stage level 1 self-attention, 2 clips x 14 frames x 1024, 8 x 40': (28, 1024, 1024, 8, 40),
+    'frame stage level 2 self-attention, 2 x 256, 8 x 80': (2, 256, 256, 8, 80),
+    'motion stage level 2 self-attention, 2 clips x 14 frames x 256, 8 x 80': (28, 256, 256, 8, 80),
     'level 4 self-attention, 2 x 64, 8 x 160': (2, 64, 64, 8, 160),
     'motion module over frames, 2 clips x 1024 pixels x 14, 8 x 40': (2048, 14, 14, 8, 40),
 }

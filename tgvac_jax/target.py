@@ -16,15 +16,19 @@ from collections.abc import Iterator
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
-_TARGET: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar('tgvac_target', default=None)
+_TARGET: contextvars.ContextVar[tuple[str, int, Mesh | None] | None] = contextvars.ContextVar('tgvac_target',
+                                                                                              default=None)
 
 
 @contextlib.contextmanager
 def compiling_for(devices) -> Iterator[None]:
-  """Traces inside take the platform and device count of `devices` (a Mesh or a sequence of devices)."""
+  """Traces inside take the platform and device count of `devices` (a Mesh or a sequence of devices), and the mesh
+when it is one."""
+  mesh = devices if isinstance(devices, Mesh) else None
   devices = list(np.asarray(getattr(devices, 'devices', devices)).flat)
-  token = _TARGET.set((devices[0].platform, len(devices)))
+  token = _TARGET.set((devices[0].platform, len(devices), mesh))
   try:
     yield
   finally:
@@ -41,6 +45,17 @@ def device_count() -> int:
   """How many devices the program being traced spans (the custom-call kernels run on one device only)."""
   target = _TARGET.get()
   return jax.device_count() if target is None else target[1]
+
+
+def mesh() -> Mesh | jax.sharding.AbstractMesh | None:
+  """The mesh the program being traced is split over, where a trace-time choice must know it (a Pallas kernel,
+  which XLA's partitioner does not split, runs under `shard_map` over it): the one `compiling_for` was given, else
+  JAX's current mesh (`jax.set_mesh`), else None."""
+  target = _TARGET.get()
+  if target is not None:
+    return target[2]
+  current = jax.sharding.get_abstract_mesh()
+  return None if current.empty else current
 
 
 def on_cpu() -> bool:

@@ -25,6 +25,20 @@ from jax.extend import core
 
 # primitives whose FLOPs hide in a kernel the jaxpr cannot see into
 OPAQUE = ('pallas_call', 'ffi_call', 'custom_call', 'cudnn_dot_product_attention')
+# ... except the Pallas kernels counted here, by kernel name: JAX's TPU flash attention (models/attention.py) takes
+# q, k first as (B, H, T, D) and each of its three kernels does two of the attention's products that count as model
+# FLOPs, 2 x 2BHTqTkD: the forward QK^T and PV, the backward's dK, dV (`dkv`) and dP, dQ (`dq`). Their recomputed
+# scores are left out, as remat's recomputation is, so this equals the count of XLA's attention.
+PALLAS_ATTENTION_KERNELS = ('_flash_attention_kernel', '_flash_attention_dkv_kernel', '_flash_attention_dq_kernel')
+
+
+def _pallas_attention_flops(eqn) -> float | None:
+  """A Pallas call's model FLOPs when it is one of `PALLAS_ATTENTION_KERNELS`, else None."""
+  info = eqn.params['jaxpr'].debug_info
+  if info is None or info.func_name not in PALLAS_ATTENTION_KERNELS:
+    return None
+  (b, h, tq, d), tk = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape[2]
+  return 4.0 * b * h * tq * tk * d
 
 
 @dataclasses.dataclass
@@ -131,6 +145,8 @@ def count_jaxpr(jaxpr, used_outputs: list[bool] | None = None, padding_taps: boo
       out.dot += dot_general_flops(shapes[0], shapes[1], eqn.params['dimension_numbers'])
     elif name == 'conv_general_dilated':
       out.conv += conv_flops(shapes[0], shapes[1], eqn.outvars[0].aval.shape, eqn.params, padding_taps)
+    elif name == 'pallas_call' and (known := _pallas_attention_flops(eqn)) is not None:
+      out.dot += known
     elif name in OPAQUE:
       out.opaque[name] += 1
     elif name == 'scan':

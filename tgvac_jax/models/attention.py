@@ -1,7 +1,9 @@
 """Multi-head attention core shared by the UNet, the motion modules, the VAE and CLIP.
 
 On GPU/TPU everything goes through `jax.nn.dot_product_attention` (cuDNN flash attention on GPU with
-`implementation='cudnn'` where shapes allow, a plain XLA softmax(QK^T)V elsewhere). On CPU, attention over long
+`implementation='cudnn'` where shapes allow, a plain XLA softmax(QK^T)V elsewhere), except long self-attention on
+TPU, which takes JAX's Pallas TPU flash attention (`TPU_FLASH_MIN_TOKENS`; under a mesh, one kernel per device under
+`shard_map` over the batch axes, since XLA's partitioner does not split a Pallas call). On CPU, attention over long
 query sequences (the UNet's and the VAE mid-block's 1024 tokens at a 32x32 latent, 4096 at 64x64; CLIP vision's
 257), their cross-attention to 77 text tokens and a motion module's attention over frames where its heads are
 narrow, goes through our fused C++ kernel (`cpu_attention.py`: float32, no mask, one device) or else is computed
@@ -14,12 +16,16 @@ of 4, 82 / 27 / 11 / 14; SD-1.5's 1024 tokens, 8 heads of 40, 373 / 96 / 81 / 47
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
+from jax.experimental.pallas.ops.tpu import flash_attention as tpu_flash
+from jax.sharding import PartitionSpec as P
 
 from tgvac_jax import target
 from tgvac_jax.models import cpu_attention
+from tgvac_jax.train.sharding import BATCH_AXES
 
 # Queries per block on the CPU path (read at trace time), and the fewest queries that take it (shorter ones, such as
 # a motion module's frames, are faster in the one-shot form: `bench/attention.py`).
@@ -40,7 +46,14 @@ CPU_KERNEL_MAX_PAIR_FLOATS = 2**18
 # on a 2-core Intel Xeon; SD-1.5's 2 x 1024 tokens, 8 heads of 40: one group, unchanged).
 CPU_GROUP_BYTES = 8 * 2**20
 CPU_MAX_GROUPS = 4
-IMPLEMENTATIONS = (None, 'xla', 'cudnn', 'blocked', 'kernel')
+# TPU: the Pallas flash kernel takes query and key lengths in whole blocks of its default 128, and from this many
+# tokens on it is chosen over XLA's attention. Attention fwd+bwd compiled for one v5e chip (bench/tpu_attention.py,
+# docs/scale.md): SD-1.5's 1024-token levels save 2.4x temporary memory in the motion stage (28 x 1024, 8 heads of
+# 40: 1344 -> 560 MiB) and 4.4x less HBM traffic; at 256 tokens (28 x 256, 8 heads of 80) XLA's attention needs no
+# temporaries where the kernel takes 56 MiB, for 1.2x less traffic (568 -> 458 MiB); under 128 it does not compile.
+TPU_FLASH_BLOCK = 128
+TPU_FLASH_MIN_TOKENS = 512
+IMPLEMENTATIONS = (None, 'xla', 'cudnn', 'blocked', 'kernel', 'pallas')
 
 
 def split_heads(x: jax.Array, heads: int) -> jax.Array:
@@ -57,10 +70,33 @@ def merge_heads(x: jax.Array) -> jax.Array:
   return x.reshape(b, t, h * d)
 
 
+def _pallas_batch_axes(q: jax.Array) -> tuple[str, ...] | None:
+  """The mesh axes the Pallas kernel's `shard_map` splits the batch over (() on one device), or None where it
+  cannot run as one kernel per device: a mesh that also splits other dimensions (a 'tensor' axis splits the
+  tokens), a batch that its axes do not divide, or several devices and no mesh known at trace time."""
+  mesh = target.mesh()
+  if mesh is None:
+    return () if target.device_count() == 1 else None
+  split = {a: n for a, n in mesh.shape.items() if n > 1}
+  if not set(split) <= set(BATCH_AXES) or q.shape[0] % math.prod(split.values()):
+    return None
+  return tuple(a for a in BATCH_AXES if a in split)
+
+
+def _pallas_takes(q: jax.Array, k: jax.Array, mask, is_causal: bool) -> bool:
+  """The Pallas TPU flash kernel's limits as called here: no mask or causality, whole 128-token blocks."""
+  return (mask is None and not is_causal and q.shape[1] % TPU_FLASH_BLOCK == 0
+          and k.shape[1] % TPU_FLASH_BLOCK == 0)
+
+
 def path(implementation: str | None, q: jax.Array, k: jax.Array, v: jax.Array, heads: int, *,
          mask: jax.Array | None = None, is_causal: bool = False) -> str | None:
-  """Which attention `attend` computes: 'kernel' (`cpu_attention`), 'blocked' (XLA, block by block of queries)
-  or None (`jax.nn.dot_product_attention` with `implementation`).
+  """Which attention `attend` computes: 'kernel' (`cpu_attention`), 'blocked' (XLA, block by block of queries),
+  'pallas' (JAX's Pallas TPU flash attention) or None (`jax.nn.dot_product_attention` with `implementation`).
+
+  On TPU by default: 'pallas' for at least `TPU_FLASH_MIN_TOKENS` queries and keys within its limits, where the
+  batch axes of the mesh known at trace time (`target.mesh`) are its only split axes and divide the batch; else
+  None. On GPU: None.
 
   'blocked' and 'kernel' are taken when asked for. By default (None) only on the CPU backend: the kernel for float32
   without mask on a single device (XLA's partitioner cannot split a custom call over a mesh, it would gather its
@@ -74,8 +110,15 @@ def path(implementation: str | None, q: jax.Array, k: jax.Array, v: jax.Array, h
     raise ValueError('the CPU attention kernel takes float32 (B, T, C) projections without mask or causality; '
                      f'got q {q.dtype}{q.shape}, k {k.dtype}{k.shape}, v {v.dtype}{v.shape}, '
                      f'mask={mask is not None}, is_causal={is_causal}')
-  if implementation in ('blocked', 'kernel'):
+  if implementation == 'pallas' and not _pallas_takes(q, k, mask, is_causal):
+    raise ValueError(f'the Pallas TPU flash attention takes query and key lengths in multiples of {TPU_FLASH_BLOCK} '
+                     f'without mask or causality; got q {q.shape}, k {k.shape}, mask={mask is not None}, '
+                     f'is_causal={is_causal}')
+  if implementation in ('blocked', 'kernel', 'pallas'):
     return implementation
+  if implementation is None and target.platform() == 'tpu':
+    return ('pallas' if min(q.shape[1], k.shape[1]) >= TPU_FLASH_MIN_TOKENS and _pallas_takes(q, k, mask, is_causal)
+            and _pallas_batch_axes(q) is not None else None)
   if implementation is not None or not target.on_cpu():
     return None
   long, width = q.shape[1] >= CPU_MIN_QUERIES, q.shape[2] // heads
@@ -92,16 +135,35 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int, *, is_causal: b
 
   `mask`: boolean, broadcastable to (B, H, Tq, Tk), True where attention is allowed.
   `implementation`: None (see `path`), 'xla', 'cudnn' (GPU flash attention, bf16/fp16 only), 'blocked' (XLA's
-  CPU path, on any backend) or 'kernel' (the fused CPU kernel).
+  CPU path, on any backend), 'kernel' (the fused CPU kernel) or 'pallas' (TPU flash attention; elsewhere only in
+  Pallas' TPU interpret mode, `jax.experimental.pallas.tpu.force_tpu_interpret_mode`).
   """
   chosen = path(implementation, q, k, v, heads, mask=mask, is_causal=is_causal)
   if chosen == 'kernel':
     return cpu_attention.attention(q, k, v, heads)
+  if chosen == 'pallas':
+    return _pallas_attention(q, k, v, heads)
   if chosen == 'blocked':
     return _blocked_attention(q, k, v, heads, is_causal=is_causal, mask=mask)
   out = jax.nn.dot_product_attention(split_heads(q, heads), split_heads(k, heads), split_heads(v, heads),
                                      mask=mask, is_causal=is_causal, implementation=implementation)
   return merge_heads(out)
+
+
+def _pallas_attention(q, k, v, heads):
+  """JAX's Pallas TPU flash attention (its own FlashAttention backward), on the kernel's (B, H, T, D) layout; under
+  a mesh, one call per device on its part of the batch."""
+  d = q.shape[-1] // heads
+
+  def flash(q, k, v):
+    q, k, v = (split_heads(x, heads).transpose(0, 2, 1, 3) for x in (q, k, v))
+    return merge_heads(tpu_flash.flash_attention(q, k, v, sm_scale=d ** -0.5).transpose(0, 2, 1, 3))
+
+  axes = _pallas_batch_axes(q)
+  if not axes:
+    return flash(q, k, v)
+  spec = P(axes)
+  return jax.shard_map(flash, mesh=target.mesh(), in_specs=(spec,) * 3, out_specs=spec, check_vma=False)(q, k, v)
 
 
 def _blocked_attention(q, k, v, heads, *, is_causal, mask):
