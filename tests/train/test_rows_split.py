@@ -9,6 +9,7 @@ import re
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from tests.train import tiny
@@ -65,6 +66,7 @@ def test_rows_split_step_equals_the_unsplit_step():
   assert not re.search(rf'f32\[1,{latent},{latent},12\]', hlo)
 
 
+@pytest.mark.slow  # ~25 s quiet; the frame step's twin above stays in the default tier
 def test_rows_split_motion_step_equals_the_unsplit_step():
   """The motion stage (configs/motion.py's paper batch 16 on a v5e-32 is fsdp 16 x tensor 2): clips (B, F, H, W, C)
   whose rows are split, through motion modules that attend over each pixel's frames."""
