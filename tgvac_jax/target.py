@@ -18,21 +18,34 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-_TARGET: contextvars.ContextVar[tuple[str, int, Mesh | None] | None] = contextvars.ContextVar('tgvac_target',
-                                                                                              default=None)
+_TARGET: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar('tgvac_target', default=None)
+_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar('tgvac_mesh', default=None)
 
 
 @contextlib.contextmanager
 def compiling_for(devices) -> Iterator[None]:
-  """Traces inside take the platform and device count of `devices` (a Mesh or a sequence of devices), and the mesh
-when it is one."""
+  """Traces inside take the platform and device count of `devices` (a Mesh or a sequence of devices), and are
+  `split_over` it when it is a Mesh."""
   mesh = devices if isinstance(devices, Mesh) else None
   devices = list(np.asarray(getattr(devices, 'devices', devices)).flat)
-  token = _TARGET.set((devices[0].platform, len(devices), mesh))
+  token = _TARGET.set((devices[0].platform, len(devices)))
+  try:
+    with split_over(mesh):
+      yield
+  finally:
+    _TARGET.reset(token)
+
+
+@contextlib.contextmanager
+def split_over(mesh: Mesh | None) -> Iterator[None]:
+  """Traces inside know the mesh their program is split over (`mesh()`); a no-op for None, so a trainer's step
+  traced inside `compiling_for` keeps that mesh."""
+  token = None if mesh is None else _MESH.set(mesh)
   try:
     yield
   finally:
-    _TARGET.reset(token)
+    if token is not None:
+      _MESH.reset(token)
 
 
 def platform() -> str:
@@ -49,11 +62,10 @@ def device_count() -> int:
 
 def mesh() -> Mesh | jax.sharding.AbstractMesh | None:
   """The mesh the program being traced is split over, where a trace-time choice must know it (a Pallas kernel,
-  which XLA's partitioner does not split, runs under `shard_map` over it): the one `compiling_for` was given, else
-  JAX's current mesh (`jax.set_mesh`), else None."""
-  target = _TARGET.get()
-  if target is not None:
-    return target[2]
+  which XLA's partitioner does not split, runs under `shard_map` over it): the innermost `split_over` (or
+  `compiling_for` a Mesh), else JAX's current mesh (`jax.set_mesh`), else None."""
+  if (inner := _MESH.get()) is not None:
+    return inner
   current = jax.sharding.get_abstract_mesh()
   return None if current.empty else current
 

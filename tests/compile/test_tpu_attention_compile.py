@@ -11,7 +11,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tgvac_jax import target
 from tgvac_jax.compile import chips
-from tgvac_jax.compile.flops import count_traced
+from tgvac_jax.compile.flops import PALLAS_ATTENTION_KERNELS, count_traced
 from tgvac_jax.compile.report import collectives, cpu_custom_calls
 from tgvac_jax.models import attention
 from tgvac_jax.train.sharding import BATCH_AXES, make_mesh
@@ -38,7 +38,7 @@ def test_long_self_attention_is_one_pallas_kernel_per_device_and_short_stays_xla
   assert 'tpu_custom_call' in hlo and cpu_custom_calls(hlo) == []
   assert collectives(hlo, 8)['all-gather']['count'] == 0  # each device attends its own 2 images
   flash = count_traced(traced)
-  assert not flash.opaque
+  assert not flash.opaque and sorted(flash.kernels.items()) == [(k, 1) for k in sorted(PALLAS_ATTENTION_KERNELS)]
   # forward QK^T, PV; backward dV, dP, dQ, dK: 6 products of 2 B H T^2 D
   assert flash.total == 6 * 2 * BATCH * HEADS * 1024 ** 2 * WIDTH == count_traced(_compile(1024, 'xla')[0]).total
   _, hlo = _compile(64)

@@ -13,6 +13,7 @@ from jax.sharding import AxisType
 
 from tgvac_jax import target
 from tgvac_jax.models import attention
+from tgvac_jax.train import step
 
 B, T, HEADS, D = 2, 256, 2, 64
 
@@ -84,3 +85,20 @@ def test_path_takes_pallas_only_on_tpu_for_long_blocks_split_by_batch(monkeypatc
   assert attention.path(None, long, long, long, HEADS) != 'pallas'  # CPU
   with pytest.raises(ValueError, match='multiples of 128'):
     attention.path('pallas', short, short, short, HEADS)
+
+
+def test_split_over_tells_traces_their_mesh():
+  """The train step's loss is traced `split_over` its mesh (train/step.py), so a pod's run chooses what the compile
+  job compiled; None keeps the mesh a `compiling_for` gave."""
+  mesh, other = _mesh(data=1, fsdp=8, tensor=1), _mesh(data=2, fsdp=4, tensor=1)
+  assert target.mesh() is None
+  with target.compiling_for(mesh):
+    assert target.mesh() is mesh
+    with target.split_over(None):
+      assert target.mesh() is mesh
+    with target.split_over(other):
+      assert target.mesh() is other
+    with target.compiling_for(jax.devices()):  # devices, no mesh: the outer one stays
+      assert target.mesh() is mesh
+  assert target.mesh() is None
+  assert step._split_over(lambda: target.mesh(), other)() is other  # what the losses of the train step are wrapped in

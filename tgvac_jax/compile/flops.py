@@ -32,13 +32,13 @@ OPAQUE = ('pallas_call', 'ffi_call', 'custom_call', 'cudnn_dot_product_attention
 PALLAS_ATTENTION_KERNELS = ('_flash_attention_kernel', '_flash_attention_dkv_kernel', '_flash_attention_dq_kernel')
 
 
-def _pallas_attention_flops(eqn) -> float | None:
-  """A Pallas call's model FLOPs when it is one of `PALLAS_ATTENTION_KERNELS`, else None."""
+def _pallas_attention(eqn) -> tuple[str, float] | None:
+  """(kernel name, model FLOPs) of a Pallas call that is one of `PALLAS_ATTENTION_KERNELS`, else None."""
   info = eqn.params['jaxpr'].debug_info
   if info is None or info.func_name not in PALLAS_ATTENTION_KERNELS:
     return None
   (b, h, tq, d), tk = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape[2]
-  return 4.0 * b * h * tq * tk * d
+  return info.func_name, 4.0 * b * h * tq * tk * d
 
 
 @dataclasses.dataclass
@@ -47,6 +47,7 @@ class FlopCount:
   dot: float = 0.0
   conv: float = 0.0
   opaque: Counter = dataclasses.field(default_factory=Counter)   # primitive name -> calls not counted
+  kernels: Counter = dataclasses.field(default_factory=Counter)  # Pallas kernel name -> calls counted
   unknown_trips: int = 0                                         # while loops counted once
 
   @property
@@ -58,6 +59,8 @@ class FlopCount:
     self.conv += times * other.conv
     for k, v in other.opaque.items():
       self.opaque[k] += v
+    for k, v in other.kernels.items():
+      self.kernels[k] += v
     self.unknown_trips += other.unknown_trips
 
 
@@ -145,8 +148,9 @@ def count_jaxpr(jaxpr, used_outputs: list[bool] | None = None, padding_taps: boo
       out.dot += dot_general_flops(shapes[0], shapes[1], eqn.params['dimension_numbers'])
     elif name == 'conv_general_dilated':
       out.conv += conv_flops(shapes[0], shapes[1], eqn.outvars[0].aval.shape, eqn.params, padding_taps)
-    elif name == 'pallas_call' and (known := _pallas_attention_flops(eqn)) is not None:
-      out.dot += known
+    elif name == 'pallas_call' and (known := _pallas_attention(eqn)) is not None:
+      out.kernels[known[0]] += 1
+      out.dot += known[1]
     elif name in OPAQUE:
       out.opaque[name] += 1
     elif name == 'scan':

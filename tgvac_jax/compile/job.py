@@ -185,7 +185,7 @@ def run(config) -> None:
       twin.remat = 'none'
       model = count_traced(programs.train_step(twin, mesh).trace(mesh))
     r = report(program.name, topology, compiled, model.total, counted.total, times, program.examples, peak,
-               len(devices))
+               len(devices), attention='pallas flash' if counted.kernels else 'xla')
     reports.append(r)
     lines.append(r.line())
     print('  ' + r.line(), flush=True)

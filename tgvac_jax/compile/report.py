@@ -204,7 +204,7 @@ class Report:
   ici_s: float
   compile_s: dict                # seconds: trace (and FLOP count), lower, compile
   peak_flops: float              # per device (chip), dense bf16
-  attention: str = 'xla'
+  attention: str = 'xla'         # 'pallas flash' where some attention took the Pallas TPU kernel (models/attention.py)
 
   @property
   def fits(self) -> bool:

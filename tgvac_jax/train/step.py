@@ -88,7 +88,7 @@ def diffusion_loss_fn(config, graphdefs: dict, empty_ids: np.ndarray, mesh=None)
     value = losses.diffusion_loss(out, x0, noise, t, abar, prediction_type=d.prediction_type, snr_gamma=snr_gamma)
     return value, {}
 
-  return loss
+  return _split_over(loss, mesh)
 
 
 def vae_loss_fn(config, graphdefs: dict, mesh=None) -> LossFn:
@@ -108,7 +108,16 @@ def vae_loss_fn(config, graphdefs: dict, mesh=None) -> LossFn:
     kl = jnp.mean(posterior.kl())
     return rec + kl_weight * kl, {'reconstruction': rec, 'kl': kl}
 
-  return loss
+  return _split_over(loss, mesh)
+
+
+def _split_over(loss: LossFn, mesh) -> LossFn:
+  """`loss` traced knowing its mesh (`target.split_over`), so that the trace-time choices that need it (the Pallas
+  TPU attention, one kernel per device under `shard_map`) are the same on a pod as in the compile job."""
+  def traced(*args):
+    with target.split_over(mesh):
+      return loss(*args)
+  return traced
 
 
 def only_if(ok: jax.Array, fn: Callable, old: tuple, conditional: bool | None = None) -> tuple:
