@@ -135,3 +135,26 @@ def test_bad_inputs(parts):
   four = random_model(lambda: UNet2DConditionModel(tiny_unet_config(in_channels=4), rngs=nnx.Rngs(0)), 3)
   with pytest.raises(ValueError, match='12|3 x 4'):
     AmodalCompleter(four, vae, clip, tokenize)
+
+
+def test_sampler_is_traced_knowing_its_mesh(parts, monkeypatch):
+  """A sharded completer traces its program `split_over` its mesh, as the compile job does: every attention call
+  sees the mesh (on TPU that picks the Pallas kernel under shard_map, the program the compile job measured)."""
+  from tgvac_jax import target  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.infer import complete  # pylint: disable=import-outside-toplevel
+  from tgvac_jax.models import attention  # pylint: disable=import-outside-toplevel
+  seen, path = [], attention.path
+
+  def spy(*args, **kwargs):
+    seen.append(target.mesh())
+    return path(*args, **kwargs)
+
+  monkeypatch.setattr(attention, 'path', spy)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ('data',))   # as the infer job builds it
+  cfg = CompletionConfig(sampler=TemporalSamplerConfig(window_length=4, stride=2, chunk_size=2, shard='videos',
+                                                       ddim=ddim.DDIMConfig(num_inference_steps=1)))
+  complete._complete.clear_cache()
+  f, v = _video(5, n=4)
+  AmodalCompleter(*parts, cfg, mesh=mesh)(np.stack([f, f]), np.stack([v, v]), ['a cat', 'a dog'], seed=0)
+  assert seen and all(m is mesh for m in seen)
+  assert target.mesh() is None

@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from tgvac_jax import text
+from tgvac_jax import target, text
 from tgvac_jax.diffusion import scheduler_config
 from tgvac_jax.diffusion.guidance import Cond
 from tgvac_jax.diffusion.temporal_sampler import TemporalSamplerConfig, _axis_size, temporal_sample
@@ -99,7 +99,13 @@ def _complete(params, frames, visible, ids, empty_ids, keys, *, graphs, config: 
 
   Videos stay on the leading axis throughout (VAE calls are vmapped over them), so a batch sharded over devices
   stays sharded. report_steps: the sampler tells `_report_step` after every DDIM step (one program for every
-  completer, whatever its listener)."""
+  completer, whatever its listener). Traced `split_over` its mesh, as the compile job traces it, so the run takes
+  the attention the compile job measured (the Pallas kernel on TPU)."""
+  with target.split_over(mesh):
+    return _sample(params, frames, visible, ids, empty_ids, keys, graphs, config, mesh, report_steps)
+
+
+def _sample(params, frames, visible, ids, empty_ids, keys, graphs, config: CompletionConfig, mesh, report_steps):
   ug = graphs[0]
   unet, vae, text_encoder = (nnx.merge(g, p) for g, p in zip(graphs, params))
   b, n, h, w, _ = frames.shape
