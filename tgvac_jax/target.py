@@ -18,6 +18,10 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+# The mesh axes that split the batch (train/sharding.py builds meshes of these and 'tensor'; the infer job's is
+# 'data' alone): a trace-time choice that runs one kernel per device (models/attention.py) may split over these.
+BATCH_AXES = ('data', 'fsdp')
+
 _TARGET: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar('tgvac_target', default=None)
 _MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar('tgvac_mesh', default=None)
 

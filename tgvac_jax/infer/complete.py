@@ -102,32 +102,28 @@ def _complete(params, frames, visible, ids, empty_ids, keys, *, graphs, config: 
   completer, whatever its listener). Traced `split_over` its mesh, as the compile job traces it, so the run takes
   the attention the compile job measured (the Pallas kernel on TPU)."""
   with target.split_over(mesh):
-    return _sample(params, frames, visible, ids, empty_ids, keys, graphs, config, mesh, report_steps)
+    ug = graphs[0]
+    unet, vae, text_encoder = (nnx.merge(g, p) for g, p in zip(graphs, params))
+    b, n, h, w, _ = frames.shape
+    per_video = lambda fn, x: jax.vmap(lambda v: _map_frames(fn, v, config.vae_chunk))(x)  # noqa: E731
+    encode = vae.encode_latents  # no key: the posterior mean, so the conditioning is not noisy
+    x = frames.astype(jnp.float32) * (2 / 255) - 1
+    cond_lat = jnp.concatenate([per_video(encode, x), per_video(encode, mask_image(visible))], axis=-1)
+    context = text_encoder(ids).last_hidden_state
+    empty = text_encoder(empty_ids).last_hidden_state
 
+    def eps(unet_params, z, t, cond):
+      model = nnx.merge(ug, unet_params)
+      return model(jnp.concatenate([z, cond.frames.astype(z.dtype)], axis=-1), t, cond.context)
 
-def _sample(params, frames, visible, ids, empty_ids, keys, graphs, config: CompletionConfig, mesh, report_steps):
-  ug = graphs[0]
-  unet, vae, text_encoder = (nnx.merge(g, p) for g, p in zip(graphs, params))
-  b, n, h, w, _ = frames.shape
-  per_video = lambda fn, x: jax.vmap(lambda v: _map_frames(fn, v, config.vae_chunk))(x)  # noqa: E731
-  encode = vae.encode_latents  # no key: the posterior mean, so the conditioning is not noisy
-  x = frames.astype(jnp.float32) * (2 / 255) - 1
-  cond_lat = jnp.concatenate([per_video(encode, x), per_video(encode, mask_image(visible))], axis=-1)
-  context = text_encoder(ids).last_hidden_state
-  empty = text_encoder(empty_ids).last_hidden_state
-
-  def eps(unet_params, z, t, cond):
-    model = nnx.merge(ug, unet_params)
-    return model(jnp.concatenate([z, cond.frames.astype(z.dtype)], axis=-1), t, cond.context)
-
-  factor, lat = vae.config.downsample_factor, vae.config.latent_channels
-  z_T = jax.vmap(lambda k: jax.random.normal(k, (n, h // factor, w // factor, lat), jnp.float32))(keys)
-  # keys[0] drives the per-step noise of eta > 0 only; with the default eta = 0 each video depends on its own key
-  z0 = temporal_sample(eps, params[0], z_T, Cond(cond_lat, context), keys[0], config.sampler,
-                       uncond_context=empty, mesh=mesh, on_step=_report_step if report_steps else None)
-  rgb = per_video(vae.decode_latents, z0)
-  rgb = jnp.clip(jnp.round((rgb + 1) * 127.5), 0, 255).astype(jnp.uint8)
-  return rgb, amodal_mask(rgb, config.mask_threshold)
+    factor, lat = vae.config.downsample_factor, vae.config.latent_channels
+    z_T = jax.vmap(lambda k: jax.random.normal(k, (n, h // factor, w // factor, lat), jnp.float32))(keys)
+    # keys[0] drives the per-step noise of eta > 0 only; with the default eta = 0 each video depends on its own key
+    z0 = temporal_sample(eps, params[0], z_T, Cond(cond_lat, context), keys[0], config.sampler,
+                         uncond_context=empty, mesh=mesh, on_step=_report_step if report_steps else None)
+    rgb = per_video(vae.decode_latents, z0)
+    rgb = jnp.clip(jnp.round((rgb + 1) * 127.5), 0, 255).astype(jnp.uint8)
+    return rgb, amodal_mask(rgb, config.mask_threshold)
 
 
 class AmodalCompleter:

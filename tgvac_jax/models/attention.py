@@ -25,7 +25,6 @@ from jax.sharding import PartitionSpec as P
 
 from tgvac_jax import target
 from tgvac_jax.models import cpu_attention
-from tgvac_jax.train.sharding import BATCH_AXES
 
 # Queries per block on the CPU path (read at trace time), and the fewest queries that take it (shorter ones, such as
 # a motion module's frames, are faster in the one-shot form: `bench/attention.py`).
@@ -78,9 +77,9 @@ def _pallas_batch_axes(q: jax.Array) -> tuple[str, ...] | None:
   if mesh is None:
     return () if target.device_count() == 1 else None
   split = {a: n for a, n in mesh.shape.items() if n > 1}
-  if not set(split) <= set(BATCH_AXES) or q.shape[0] % math.prod(split.values()):
+  if not set(split) <= set(target.BATCH_AXES) or q.shape[0] % math.prod(split.values()):
     return None
-  return tuple(a for a in BATCH_AXES if a in split)
+  return tuple(a for a in target.BATCH_AXES if a in split)
 
 
 def _pallas_takes(q: jax.Array, k: jax.Array, mask, is_causal: bool) -> bool:

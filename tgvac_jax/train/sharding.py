@@ -18,8 +18,9 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-AXES = ('data', 'fsdp', 'tensor')
-BATCH_AXES = ('data', 'fsdp')
+from tgvac_jax.target import BATCH_AXES
+
+AXES = BATCH_AXES + ('tensor',)
 MIN_SHARDED_SIZE = 2 ** 14  # elements: smaller tensors are replicated (config.mesh.min_shard_size)
 
 
