@@ -57,4 +57,5 @@ def get_config():
   c.infer.mask_closing = -1  # -1: the checkpoint's default
   c.infer.fit = ''           # '': the checkpoint's default
   c.infer.object_context = -1.0
+  c.infer.temporal_prior = -1  # -1: the checkpoint's default
   return c

@@ -52,6 +52,9 @@ def get_config():
   c.select = 'coverage'      # coverage | stability | first: which hypothesis is written (no ground truth needed)
   c.keep_samples = False     # also write every hypothesis under samples/<k>/
   c.keep_visible = True      # visible part as observed: the input's pixels there, amodal mask ⊇ visible mask
+  c.temporal_prior = 0       # > 0: where the model drew nothing, the object of the least-occluded frame within this
+                             # many frames, moved with the visible part (temporal propagation, tgvac_jax/infer/
+                             # propagate.py); 0: off. The demo's model: 8 (configs/demo.py)
   c.preview_height = 256     # side-by-side mp4/GIF panel height
   c.fps = 10.0               # for frame folders (video files keep theirs)
   c.overwrite = False        # redo outputs that exist (else a rerun skips them)

@@ -181,7 +181,7 @@ def frame_init(c, vae_model: Path, words: tuple[str, ...], out: Path) -> str:
 # ------------------------------------------------------------------------------------------- rows
 
 def _infer(c, checkpoint_dir: str, root: Path, out: Path, *, window: int, stride: int, captions: str = '',
-           resolution: int = 0) -> None:
+           resolution: int = 0, prior: bool = False) -> None:
   ic = infer_config.get_config()
   ic.checkpoint, ic.root, ic.out, ic.captions = checkpoint_dir, str(root), str(out), captions
   ic.seed, ic.resolution = c.seed, resolution
@@ -191,14 +191,25 @@ def _infer(c, checkpoint_dir: str, root: Path, out: Path, *, window: int, stride
   ic.sampler.chunk_size = c.sample.chunk_size
   ic.mask_threshold, ic.mask_closing = c.sample.mask_threshold, c.sample.mask_closing
   ic.fit, ic.object_context = c.sample.fit, c.sample.object_context
+  ic.temporal_prior = c.sample.temporal_prior if prior else 0
   infer_job.run(ic)
 
 
-def _model_row(c, model: Path, root: Path, pred: Path, stride: int, name: str) -> dict:
-  """The motion-stage model on a DAVIS-style root as users run it (windows of the demo's length), scored beside
-  its predictions in pred.parent."""
-  _infer(c, str(model), root, pred, window=c.sample.window_length, stride=stride)
+def _model_row(c, model: Path, root: Path, pred: Path, stride: int, name: str, prior: bool = False) -> dict:
+  """The motion-stage model on a DAVIS-style root as users run it (windows of the demo's length; `prior`: with
+  the temporal prior), scored beside its predictions in pred.parent."""
+  _infer(c, str(model), root, pred, window=c.sample.window_length, stride=stride, prior=prior)
   return _score(root, pred, pred.parent, name)
+
+
+def _learned_rows(c, model: Path, root: Path, out: Path, stride: int, name: str) -> dict:
+  """{row: summary}: the model alone (completions under out/), and with `sample.temporal_prior` the same sampling
+  with the temporal prior added, as the README's inference command runs it (under out/temporal_prior/)."""
+  rows = {name: _model_row(c, model, root, out / 'completions', stride, name)}
+  if c.sample.temporal_prior:
+    rows[f'{name} + temporal prior'] = _model_row(c, model, root, out / 'temporal_prior' / 'completions', stride,
+                                                  f'{name} + temporal prior', prior=True)
+  return rows
 
 
 def _procedural_root(c, workdir: Path, part: str, *, seed: int, num_videos: int, size: int, clip_len: int) -> Path:
@@ -317,8 +328,8 @@ def unseen_generator(c, motion_model: Path, key: str, workdir: Path) -> tuple[di
     root = holdout_clips.write_root(shared / f'{family}_seed{g.seed}_{g.size}x{g.frames}', family, g.clips, g.seed,
                                     g.size, g.frames)
     rows = {name: _baseline_row(root, name) for name in g.baselines}
-    pred = workdir / 'unseen_generator' / ukey / family / 'completions'
-    rows[learned] = _model_row(c, motion_model, root, pred, g.stride, learned)
+    rows.update(_learned_rows(c, motion_model, root, workdir / 'unseen_generator' / ukey / family, g.stride,
+                              learned))
     results[family] = rows
     some = next(iter(rows.values()))['splits']['all']
     parts.append(ablation_table(rows, f'## Unseen generator, {family} family: {some["videos"]} clips of {g.frames} '
@@ -450,9 +461,8 @@ def run(c) -> None:
     write_baseline(root, amodal_root.sequences(root), baseline / 'predictions', baselines.visible_only)
     rows['visible only'] = _score(root, baseline / 'predictions', baseline, 'visible only')
     vdir = workdir / 'validation' / _fingerprint(key, v.to_dict())   # this model and sampler's completions
-    pred = vdir / 'completions'
-    rows[f'motion stage, temporal diffusion stride {v.stride}'] = _model_row(c, motion_model, root, pred, v.stride,
-                                                                           'TGVAC demo model')
+    rows.update(_learned_rows(c, motion_model, root, vdir, v.stride,
+                              f'motion stage, temporal diffusion stride {v.stride}'))
     md = ablation_table(rows, f'## Validation build (seed {v.seed}; settings are chosen on it and the next): '
                               f'{v.size}², {v.clip_len} frames ({root})')
     # the same model on a third generator's clips (data_prep/selection_clips.py): choosing on the demo's own
@@ -461,9 +471,8 @@ def run(c) -> None:
     sel = selection_clips.write_root(workdir / 'validation' / f'selection_seed{s.seed}_{v.size}x{v.clip_len}', 'task',
                                      s.clips, s.seed, v.size, v.clip_len)
     rows = {name: _baseline_row(sel, name) for name in BASELINES}
-    pred = vdir / 'selection' / 'completions'
-    rows[f'motion stage, temporal diffusion stride {v.stride}'] = _model_row(c, motion_model, sel, pred, v.stride,
-                                                                           'TGVAC demo model')
+    rows.update(_learned_rows(c, motion_model, sel, vdir / 'selection', v.stride,
+                              f'motion stage, temporal diffusion stride {v.stride}'))
     md += '\n' + ablation_table(rows, f'## Selection generator (data_prep/selection_clips.py, seed {s.seed}; chosen '
                                       f'on, never trained on): {v.size}², {v.clip_len} frames ({sel})')
     ablation.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 import numpy as np
 
 from tgvac_jax.eval import baselines
+from tgvac_jax.infer import propagate
 
 
 def test_visible_only_is_the_visible_part():
@@ -32,5 +33,5 @@ def test_temporal_propagation_moves_the_less_occluded_frame():
 
 def test_shift_matches_roll_inside():
   x = np.arange(36).reshape(6, 6)
-  s = baselines.shift(x, 2, -1)
+  s = propagate.shift(x, 2, -1)
   assert (s[2:, :5] == x[:4, 1:]).all() and (s[:2] == 0).all() and (s[:, 5] == 0).all()

@@ -284,8 +284,15 @@ def test_demo_checkpoint_sampling_defaults(tmp_path):
                  'window_length': quick.sample.window_length, 'stride': quick.unseen.stride,
                  'chunk_size': quick.sample.chunk_size, 'mask_threshold': quick.sample.mask_threshold,
                  'mask_closing': quick.sample.mask_closing, 'fit': quick.sample.fit,
-                 'object_context': quick.sample.object_context}
+                 'object_context': quick.sample.object_context, 'temporal_prior': quick.sample.temporal_prior}
   assert app_job.demo_sampling(tmp_path / 'elsewhere' / 'model') == {}
+  # the page's -1 takes the demo's temporal prior for a demo checkpoint, configs/infer.py's (off) for another
+  from configs import app as app_configs  # pylint: disable=import-outside-toplevel
+  c = app_configs.get_config()
+  for checkpoint, want in ((tmp_path / 'motion' / 'model', quick.sample.temporal_prior),
+                           (tmp_path / 'elsewhere' / 'model', 0)):
+    c.checkpoint = str(checkpoint)
+    assert c.infer.temporal_prior == -1 and app_job.resolved_infer_block(c)[0].temporal_prior == want
 
 
 def test_first_frame_prompts_become_the_infer_jobs_sam2_prompt(app, tmp_path):

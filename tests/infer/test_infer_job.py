@@ -238,3 +238,32 @@ def test_device_settings(infer_config):
   windows = job.load_completer(infer_config(**{'shard': 'windows', 'sampler.chunk_size': 8}))
   assert windows.batch_multiple == 1 and windows.mesh.size == 8
   assert job.load_completer(infer_config(shard='auto')).batch_multiple == 8  # 8 simulated devices
+
+
+def test_temporal_prior_adds_what_propagation_restores(tmp_path, infer_config):
+  """temporal_prior: the written completion is the model's (the same sampling without it) plus, where the model
+  drew nothing, the non-learned temporal propagation's object and mask (infer/propagate.py, computed here on the
+  same frames and visible masks); nothing the model drew changes."""
+  from tgvac_jax.infer import propagate  # pylint: disable=import-outside-toplevel
+  n, size = 5, (20, 24)
+  frames = write_frames(tmp_path / 'frames', n, size)
+  labels = np.zeros((n,) + size, np.uint8)
+  for i in range(n):
+    labels[i, 6:14, 4 + i:12 + i] = 1
+  labels[2, :, 9:] = 0             # the right half of the square hidden in the middle frame
+  write_masks(tmp_path / 'masks', labels)
+  run = lambda out, prior: jobs.run(infer_config(video=str(tmp_path / 'frames'), masks=str(tmp_path / 'masks'),
+                                                 text='a red ball', out=str(tmp_path / out), temporal_prior=prior))
+  run('alone', 0)
+  run('prior', 2)
+  read = lambda out: np.stack([_png(tmp_path / out / 'object' / f'{i:05d}.png') for i in range(n)])
+  alone, prior = read('alone'), read('prior')
+  prop_rgb, prop = propagate.temporal_propagation(frames, labels > 0, window=2)
+  add = prop & (alone[..., 3] == 0)
+  assert add[2].sum() >= 8          # the hidden half comes back from a neighbour (the tiny model drew little of it)
+  np.testing.assert_array_equal(prior[..., 3] > 0, (alone[..., 3] > 0) | add)
+  np.testing.assert_array_equal(prior[..., :3], np.where(add[..., None], prop_rgb, alone[..., :3]))
+  assert json.loads((tmp_path / 'prior' / 'completion.json').read_text())['settings']['temporal_prior'] == 2
+  from tgvac_jax.infer.batch import InferSettings  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match='temporal_prior -1'):
+    InferSettings(temporal_prior=-1)

@@ -50,7 +50,8 @@ def demo_sampling(checkpoint: str | os.PathLike) -> dict:
       s = d.sample
       return {'steps': s.steps, 'guidance_scale': s.guidance_scale, 'window_length': s.window_length,
               'stride': d.unseen.stride, 'chunk_size': s.chunk_size, 'mask_threshold': s.mask_threshold,
-              'mask_closing': s.mask_closing, 'fit': s.fit, 'object_context': s.object_context}
+              'mask_closing': s.mask_closing, 'fit': s.fit, 'object_context': s.object_context,
+              'temporal_prior': s.temporal_prior}
   return {}
 
 
@@ -70,6 +71,8 @@ def resolved_infer_block(c) -> tuple[ml_collections.ConfigDict, str]:
     block.fit = demo.get('fit', paper.fit)
   if block.object_context < 0:
     block.object_context = demo.get('object_context', paper.object_context)
+  if block.temporal_prior < 0:
+    block.temporal_prior = demo.get('temporal_prior', paper.temporal_prior)
   return block, ('the demo\'s sampler settings (configs/demo.py)' if demo else 'configs/infer.py\'s defaults')
 
 

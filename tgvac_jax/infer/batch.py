@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tgvac_jax.files import atomic_folder
-from tgvac_jax.infer import hypotheses, outputs, resize
+from tgvac_jax.infer import hypotheses, outputs, propagate, resize
 from tgvac_jax.infer.complete import AmodalCompleter, close_masks
 from tgvac_jax.infer.sources import InputSequence
 
@@ -50,6 +50,8 @@ class InferSettings:
   overwrite: bool = False      # redo sequences whose folder exists
   keep_visible: bool = True    # the visible part is observed: write the input's pixels there, and in the mask
   object_context: float = 1.0  # fit 'object' / 'follow': object sizes of scene kept on each side of the object
+  temporal_prior: int = 0      # > 0: where the model drew nothing, the object of the least-occluded frame within this
+                               # many frames, moved with the visible part (infer/propagate.py); 0: off
 
   def __post_init__(self):
     if self.fit not in resize.FITS:
@@ -58,6 +60,8 @@ class InferSettings:
       raise ValueError(f'select {self.select!r} is not one of {hypotheses.CRITERIA}')
     if self.num_samples < 1 or self.batch_size < 0 or self.fps <= 0 or self.preview_height < 1:
       raise ValueError('num_samples, fps and preview_height must be >= 1 and batch_size >= 0')
+    if self.temporal_prior < 0:
+      raise ValueError(f'temporal_prior {self.temporal_prior} must be >= 0 (frames searched each way; 0: off)')
     if self.object_context < 0:
       raise ValueError(f'object_context {self.object_context} must be >= 0 (object sizes of scene on each side)')
 
@@ -152,6 +156,13 @@ def _observed(rgb: np.ndarray, amodal: np.ndarray, frames: np.ndarray, visible: 
   return np.where(visible[..., None], frames, rgb), amodal | visible
 
 
+def _with_prior(rgb: np.ndarray, amodal: np.ndarray, prior_rgb: np.ndarray, prior: np.ndarray):
+  """The completion, and where it has no object but temporal propagation has, propagation's: the shape a
+  neighbouring frame showed, moved with the visible part, where the model left a hidden part out."""
+  add = prior & ~amodal
+  return np.where(add[..., None], prior_rgb, rgb), amodal | add
+
+
 def _finish(out_dir: Path, p: _Planned, clip, rgb: np.ndarray, amodal: np.ndarray, visible: np.ndarray,
             completer: AmodalCompleter, settings: InferSettings, timings: dict, record: dict | None) -> None:
   """One video's hypotheses (S, N, ...) at the canvas -> the chosen one (and all, with keep_samples) at the
@@ -165,6 +176,9 @@ def _finish(out_dir: Path, p: _Planned, clip, rgb: np.ndarray, amodal: np.ndarra
   # seams closed last: most run between the visible part and the completed one, or across a thin occluder
   radius = resize.input_pixels(p.placement, completer.config.mask_closing)
   back = {k: (r, close_masks(m, radius)) for k, (r, m) in back.items()}
+  if settings.temporal_prior:
+    prior = propagate.temporal_propagation(clip.frames, clip.visible, window=settings.temporal_prior)
+    back = {k: _with_prior(*b, *prior) for k, b in back.items()}
   samples = tuple(np.stack([back[k][j] for k in keep]) for j in (0, 1)) if settings.keep_samples else None
   fps = clip.fps or settings.fps
   seeds = [settings.seed + k for k in range(settings.num_samples)]

@@ -41,7 +41,8 @@ def settings_from_config(c) -> InferSettings:
   return InferSettings(resolution=c.resolution, fit=c.fit, num_samples=c.num_samples, seed=c.seed,
                        select=c.select, keep_samples=c.keep_samples, batch_size=c.batch_size,
                        preview_height=c.preview_height, fps=c.fps, overwrite=c.overwrite,
-                       keep_visible=c.keep_visible, object_context=c.object_context)
+                       keep_visible=c.keep_visible, object_context=c.object_context,
+                       temporal_prior=c.temporal_prior)
 
 
 def completion_from_config(c) -> tuple[CompletionConfig, Mesh | None]:
