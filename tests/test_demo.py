@@ -10,7 +10,9 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,12 +89,20 @@ def test_quick_demo_writes_every_artifact(quick):
   assert len(list((workdir / 'unseen').glob('*/*/completions'))) == 2
   generator = json.loads((ablation / 'unseen_generator.json').read_text())
   assert list(generator) == ['task', 'full']
+  learned = 'TGVAC demo model (motion stage, stride 2)'
   for rows in generator.values():
-    assert list(rows) == ['visible only', 'TGVAC demo model (motion stage, stride 2)']
+    assert list(rows) == ['visible only', learned, f'{learned} + temporal prior']
     assert rows['visible only']['splits']['all']['iou_occ_c2f'] == 0, 'the visible mask completes nothing'
     assert all(r['splits']['all']['videos'] == 1 for r in rows.values())
   md = (ablation / 'unseen_generator.md').read_text()
   assert md in res.stdout and 'data_prep/holdout_clips.py' in md
+  # the prior's row is the same sampling with temporal propagation added where the model drew nothing: a superset
+  for family in ('task', 'full'):
+    alone, = (workdir / 'unseen_generator').glob(f'*/{family}/completions')
+    prior = alone.parent / 'temporal_prior' / 'completions'
+    for mask in alone.glob('*/amodal_mask/*.png'):
+      a, b = (np.asarray(Image.open(d / mask.relative_to(alone))) > 0 for d in (alone, prior))
+      assert (b | a).sum() == b.sum(), mask
   roots = sorted(p.name for p in (workdir / 'unseen_generator').glob('*_seed0_32x8'))
   assert roots == ['full_seed0_32x8', 'task_seed0_32x8']
   validation = (ablation / 'validation.md').read_text()
@@ -101,7 +111,8 @@ def test_quick_demo_writes_every_artifact(quick):
   build, selection = validation.split('## Selection generator (data_prep/selection_clips.py')
   assert '| visible only |' in build and '| temporal propagation (non-learned) |' not in build
   assert '| visible only |' in selection and '| temporal propagation (non-learned) |' in selection
-  assert 'temporal diffusion stride 2' in selection
+  assert 'temporal diffusion stride 2' in selection and 'temporal diffusion stride 2 + temporal prior' in selection
+  assert 'temporal diffusion stride 2 + temporal prior' in build
   sel = list((workdir / 'validation').glob('*/selection/completions'))
   assert len(sel) == 1 and [p.name for p in sel[0].iterdir() if p.is_dir()] == ['task000']
   assert not list(workdir.rglob('.*.tmp-*')), 'no half-written folder is left'
