@@ -173,7 +173,8 @@ def _finish(out_dir: Path, p: _Planned, clip, rgb: np.ndarray, amodal: np.ndarra
   back = {k: resize.from_model(rgb[k], p.placement, completer.config.mask_threshold) for k in keep}
   if settings.keep_visible:
     back = {k: _observed(*b, clip.frames, clip.visible) for k, b in back.items()}
-  # seams closed last: most run between the visible part and the completed one, or across a thin occluder
+  # seams closed (most run between the visible part and the completed one, or across a thin occluder), then the
+  # temporal prior adds what neighbouring frames showed where the model drew nothing
   radius = resize.input_pixels(p.placement, completer.config.mask_closing)
   back = {k: (r, close_masks(m, radius)) for k, (r, m) in back.items()}
   if settings.temporal_prior:
