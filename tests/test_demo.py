@@ -91,18 +91,21 @@ def test_quick_demo_writes_every_artifact(quick):
   assert list(generator) == ['task', 'full']
   learned = 'TGVAC demo model (motion stage, stride 2)'
   for rows in generator.values():
-    assert list(rows) == ['visible only', learned, f'{learned} + temporal prior']
+    assert list(rows) == ['visible only', learned, 'temporal propagation within 8 frames (the prior alone)',
+                          f'{learned} + temporal prior']
     assert rows['visible only']['splits']['all']['iou_occ_c2f'] == 0, 'the visible mask completes nothing'
     assert all(r['splits']['all']['videos'] == 1 for r in rows.values())
   md = (ablation / 'unseen_generator.md').read_text()
   assert md in res.stdout and 'data_prep/holdout_clips.py' in md
-  # the prior's row is the same sampling with temporal propagation added where the model drew nothing: a superset
+  # the prior's row is the same sampling with the prior alone's masks (the non-learned row beside the clips) added
   for family in ('task', 'full'):
     alone, = (workdir / 'unseen_generator').glob(f'*/{family}/completions')
     prior = alone.parent / 'temporal_prior' / 'completions'
+    propagated, = (workdir / 'unseen_generator').glob(f'{family}_seed0_32x8_temporal_propagation_within_8*')
     for mask in alone.glob('*/amodal_mask/*.png'):
-      a, b = (np.asarray(Image.open(d / mask.relative_to(alone))) > 0 for d in (alone, prior))
-      assert (b | a).sum() == b.sum(), mask
+      a, b, t = (np.asarray(Image.open(d / mask.relative_to(alone))) > 0
+                 for d in (alone, prior, propagated / 'predictions'))
+      np.testing.assert_array_equal(b, a | t)
   roots = sorted(p.name for p in (workdir / 'unseen_generator').glob('*_seed0_32x8'))
   assert roots == ['full_seed0_32x8', 'task_seed0_32x8']
   validation = (ablation / 'validation.md').read_text()

@@ -203,10 +203,17 @@ def _model_row(c, model: Path, root: Path, pred: Path, stride: int, name: str, p
 
 
 def _learned_rows(c, model: Path, root: Path, out: Path, stride: int, name: str) -> dict:
-  """{row: summary}: the model alone (completions under out/), and with `sample.temporal_prior` the same sampling
-  with the temporal prior added, as the README's inference command runs it (under out/temporal_prior/)."""
+  """{row: summary}: the model alone (completions under out/), and with `sample.temporal_prior` the prior alone
+  (the non-learned propagation it adds, scored beside the root) and the same sampling with the prior added, as the
+  README's inference command runs it (under out/temporal_prior/)."""
   rows = {name: _model_row(c, model, root, out / 'completions', stride, name)}
   if c.sample.temporal_prior:
+    window = c.sample.temporal_prior
+
+    def temporal_prior(frames, visible):
+      return baselines.temporal_propagation(frames, visible, window=window)
+    alone = f'temporal propagation within {window} frames (the prior alone)'
+    rows[alone] = _baseline_row(root, alone, temporal_prior)
     rows[f'{name} + temporal prior'] = _model_row(c, model, root, out / 'temporal_prior' / 'completions', stride,
                                                   f'{name} + temporal prior', prior=True)
   return rows
@@ -303,13 +310,13 @@ def ablation_gifs(root: Path, names: list[str], predictions: dict[str, Path], ou
   (out / 'panels.txt').write_text('input | visible mask | ' + ' | '.join(predictions) + ' | ground truth\n')
 
 
-def _baseline_row(root: Path, name: str) -> dict:
-  """A non-learned row on a generated root, scored once beside it: the clips (their settings are in the root's
-  name) fix the row."""
+def _baseline_row(root: Path, name: str, method=None) -> dict:
+  """A non-learned row (`method`, or BASELINES[name]) on a generated root, scored once beside it: the clips (their
+  settings are in the root's name) fix the row."""
   rowdir = root.parent / f'{root.name}_{_slug(name)}'
   summary = rowdir / eval_job.METRICS / 'summary.json'
   if not summary.is_file():
-    write_baseline(root, amodal_root.sequences(root), rowdir / 'predictions', BASELINES[name])
+    write_baseline(root, amodal_root.sequences(root), rowdir / 'predictions', method or BASELINES[name])
     _score(root, rowdir / 'predictions', rowdir, name)
   return json.loads(summary.read_text())['summary']
 
